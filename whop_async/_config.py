@@ -1,0 +1,209 @@
+"""Configuration of a client: defaults, environment variables, validation.
+
+Everything a client needs to build a request lives in one frozen ``ClientConfig``, resolved once at
+construction, so the hot path reads attributes instead of re-deciding them on every call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import platform
+from enum import Enum
+from typing import Any, Final
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from ._exceptions import InvalidParamsError, WhopError
+from ._models import check_header_value
+from ._version import __version__
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONNECTION_LIMIT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "NOT_GIVEN",
+    "Backoff",
+    "ClientConfig",
+    "NotGiven",
+]
+
+logger = logging.getLogger("whop_async")
+
+DEFAULT_BASE_URL: Final = "https://api.whop.com/api/v1"
+#: Seconds one attempt may take, from sending the request to the last byte of the response.
+DEFAULT_TIMEOUT: Final = 60.0
+#: Retries after the first attempt; 0 makes one attempt only.
+DEFAULT_MAX_RETRIES: Final = 2
+#: Connections the pool may open at once (aiohttp's own default).
+DEFAULT_CONNECTION_LIMIT: Final = 100
+#: The most of a response body the client reads; more is an error, not a memory spike.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 1024 * 1024
+
+API_KEY_ENV: Final = "WHOP_API_KEY"
+BASE_URL_ENV: Final = "WHOP_BASE_URL"
+APP_ID_ENV: Final = "WHOP_APP_ID"
+
+
+class NotGiven(Enum):
+    """The type of ``NOT_GIVEN``: tells "leave as it is" apart from an explicit ``None``."""
+
+    NOT_GIVEN = "NOT_GIVEN"
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Final = NotGiven.NOT_GIVEN
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InvalidParamsError(attribute.name, f"must be a number >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Backoff:
+    """How long to wait between attempts.
+
+    Without a server hint the wait is ``initial * 2**retry``, at most ``maximum``, shortened by
+    up to ``jitter`` (a fraction) at random so that many clients do not retry in lockstep. A
+    ``Retry-After`` or ``retry-after-ms`` from the server wins, capped at ``max_retry_after``.
+    ``Backoff.instant()`` waits for nothing: handy in tests.
+    """
+
+    initial: float = attrs.field(default=0.5, validator=_non_negative)
+    """The first wait, in seconds."""
+
+    maximum: float = attrs.field(default=8.0, validator=_non_negative)
+    """The longest computed wait, in seconds."""
+
+    jitter: float = attrs.field(default=0.25, validator=_non_negative)
+    """The fraction of each wait that is randomly taken off (0 for none)."""
+
+    max_retry_after: float = attrs.field(default=60.0, validator=_non_negative)
+    """The longest wait a server's ``Retry-After`` can ask for; longer values are cut to this."""
+
+    @classmethod
+    def instant(cls) -> Backoff:
+        """A backoff that never sleeps, not even when the server asks: for tests."""
+        return cls(initial=0.0, maximum=0.0, jitter=0.0, max_retry_after=0.0)
+
+
+DEFAULT_BACKOFF: Final = Backoff()
+
+
+def _user_agent() -> str:
+    return (
+        f"whop-async/{__version__} (python {platform.python_version()}; "
+        f"aiohttp {aiohttp.__version__})"
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_timeout(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidParamsError(attribute.name, f"must be a number of seconds > 0, got {value!r}")
+
+
+def _check_count(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidParamsError(attribute.name, f"must be an integer >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """The resolved settings of one client. ``api_key`` never appears in its repr."""
+
+    api_key: str = attrs.field(repr=False)
+    base_url: URL
+    app_id: str | None
+    timeout: float | None = attrs.field(validator=_check_timeout)
+    max_retries: int = attrs.field(validator=_check_count)
+    backoff: Backoff
+    max_response_bytes: int = attrs.field(validator=_check_count)
+    notifications_url: URL = attrs.field(init=False)
+    headers: dict[str, str] = attrs.field(init=False, repr=False)
+    aiohttp_timeout: aiohttp.ClientTimeout = attrs.field(init=False, repr=False)
+
+    @notifications_url.default
+    def _notifications_url(self) -> URL:
+        return self.base_url / "notifications"
+
+    @headers.default
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": _user_agent(),
+        }
+        if self.app_id is not None:
+            headers["X-Whop-App-Id"] = self.app_id
+        return headers
+
+    @aiohttp_timeout.default
+    def _aiohttp_timeout(self) -> aiohttp.ClientTimeout:
+        # One bound for the whole attempt; the wait for a pooled connection happens before it
+        # (see _pool.py), so a crowded pool never eats into an attempt's time.
+        return aiohttp.ClientTimeout(total=self.timeout)
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    """Take the explicit key, else ``WHOP_API_KEY``; none at all is an error naming the variable."""
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if key is None or not key.strip():
+        raise WhopError(
+            f"No API key: pass api_key=... to AsyncWhop or set the {API_KEY_ENV} environment "
+            "variable."
+        )
+    if not isinstance(key, str):
+        raise InvalidParamsError("api_key", f"must be a string, got {type(key).__name__}")
+    check_header_value("api_key", key)
+    return key
+
+
+def resolve_app_id(app_id: str | None) -> str | None:
+    """Take the explicit app id, else ``WHOP_APP_ID``, else none."""
+    value = app_id if app_id is not None else os.environ.get(APP_ID_ENV)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidParamsError("app_id", f"must be a string, got {type(value).__name__}")
+    check_header_value("app_id", value)
+    return value
+
+
+def resolve_base_url(base_url: str | URL | None) -> URL:
+    """Take the explicit URL, else ``WHOP_BASE_URL``, else Whop's; warn if the key would go in clear."""
+    raw = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    try:
+        url = URL(str(raw).rstrip("/"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidParamsError("base_url", f"is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise InvalidParamsError("base_url", f"must be an absolute http(s) URL, got {str(raw)!r}")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        logger.warning(
+            "base_url %s uses plain http to a non-loopback host: the API key travels unencrypted",
+            url,
+        )
+    return url

@@ -1,0 +1,232 @@
+"""The exception tree of whop_async.
+
+Every exception the library raises on purpose is a ``WhopError``::
+
+    WhopError
+    ├── InvalidParamsError          (also ValueError, TypeError) bad input, raised before any I/O
+    ├── ClientClosedError           the client was closed, or is used from another event loop
+    ├── BulkSendError               a bulk send stopped early; carries every outcome
+    ├── BatchAbortedError           stands at the index of an item a bulk send never attempted
+    └── APIError                    something went wrong talking to Whop
+        ├── APIConnectionError      no usable HTTP response (refused, reset, TLS, cut short)
+        │   └── APITimeoutError     an attempt ran out of time
+        ├── APIResponseValidationError   a 2xx whose body is not the documented shape
+        └── APIStatusError          a non-2xx response
+            ├── BadRequestError            400
+            ├── AuthenticationError        401
+            ├── PermissionDeniedError      403
+            ├── NotFoundError              404
+            ├── ConflictError              409
+            ├── UnprocessableEntityError   422
+            ├── RateLimitError             429
+            └── InternalServerError        >= 500
+
+The names follow Whop's official SDKs. Transport errors are kept apart from status errors, as in
+httpx: an ``APIConnectionError`` means the request may or may not have reached Whop, which is why
+every POST carries an idempotency key. Nothing here ever holds the API key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchAbortedError",
+    "BulkSendError",
+    "ClientClosedError",
+    "ConflictError",
+    "InternalServerError",
+    "InvalidParamsError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "UnprocessableEntityError",
+    "WhopError",
+]
+
+#: How much of a response body an error message quotes; the full body stays on ``.body``.
+MAX_BODY_IN_MESSAGE = 500
+
+
+def shorten(text: str, limit: int = MAX_BODY_IN_MESSAGE) -> str:
+    """Cut ``text`` to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+class WhopError(Exception):
+    """The base of every error whop_async raises on purpose."""
+
+
+class InvalidParamsError(WhopError, ValueError, TypeError):
+    """A request parameter is missing, of the wrong type or out of range.
+
+    Raised before any network I/O. ``field`` names the offending parameter. It is both a
+    ``ValueError`` and a ``TypeError`` so that either ``except`` clause a caller reaches for works.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ClientClosedError(WhopError):
+    """The client was closed (or belongs to another event loop) and cannot send requests."""
+
+
+class APIError(WhopError):
+    """Something went wrong while talking to the Whop API."""
+
+
+class APIConnectionError(APIError):
+    """No usable HTTP response arrived: connection refused or reset, TLS failure, body cut short.
+
+    The request may or may not have reached Whop; retries reuse its idempotency key.
+    """
+
+    def __init__(self, message: str = "Connection error.") -> None:
+        super().__init__(message)
+
+
+class APITimeoutError(APIConnectionError):
+    """An attempt took longer than the client's ``timeout``."""
+
+    def __init__(self, message: str = "Request timed out.") -> None:
+        super().__init__(message)
+
+
+class _ResponseError(APIError):
+    """Shared state of errors built from an HTTP response."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+        body: object,
+        raw_body: str,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.headers: Mapping[str, str] = headers
+        self.body = body
+        self.raw_body = raw_body
+        self.request_id: str | None = headers.get("x-request-id")
+
+
+class APIResponseValidationError(_ResponseError):
+    """Whop answered 2xx, but the body is not JSON or lacks the documented fields.
+
+    ``raw_body`` holds the text as received, so the response can be reported or replayed.
+    """
+
+
+class APIStatusError(_ResponseError):
+    """Whop answered with a non-2xx status. Subclasses name the common statuses."""
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key lacks ``notification:create`` or access to the target."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the company, experience or user does not exist."""
+
+
+class ConflictError(APIStatusError):
+    """409: the request conflicts with another one (retried by default)."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request is well-formed but its values are not acceptable."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; ``Retry-After`` says when to come back."""
+
+
+class InternalServerError(APIStatusError):
+    """A 5xx: Whop, or a proxy in front of it, failed."""
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def decode_body(raw: bytes) -> tuple[object, str]:
+    """Return ``(parsed, text)`` for a response body: JSON when it parses, else the text."""
+    text = raw.decode("utf-8", errors="replace")
+    if not text.strip():
+        return None, text
+    try:
+        return json.loads(text), text
+    except ValueError:
+        return text, text
+
+
+def server_message(body: object, text: str) -> str:
+    """Pull the human message out of an error body of any shape Whop or a proxy may send."""
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        for key in ("message", "error", "detail"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+        return shorten(json.dumps(body, ensure_ascii=False))
+    if not text.strip():
+        return "(empty body)"
+    return shorten(" ".join(text.split()))
+
+
+def status_error(status: int, headers: Mapping[str, str], raw: bytes) -> APIStatusError:
+    """Map one non-2xx response to the exception class that names its status."""
+    body, text = decode_body(raw)
+    cls = _STATUS_ERRORS.get(status)
+    if cls is None:
+        cls = InternalServerError if status >= 500 else APIStatusError
+    message = f"Error code: {status} - {server_message(body, text)}"
+    return cls(message, status_code=status, headers=headers, body=body, raw_body=text)
+
+
+class BulkSendError(WhopError):
+    """A bulk send stopped before every item was attempted, or with failures.
+
+    ``results`` has one entry per item seen, in input order: the response, the item's
+    exception, or a ``BatchAbortedError`` for an item that was never sent. The first failure is
+    chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, results: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.results: list[Any] = list(results)
+
+
+class BatchAbortedError(WhopError):
+    """The bulk send stopped before this item was attempted; it was never sent."""

@@ -1,0 +1,164 @@
+"""The request and response models of ``POST /notifications``.
+
+Frozen attrs classes whose validators reject bad input before any network I/O, naming the field.
+How they become JSON, and back, is the converter's business (``_converter.py``), not theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeAlias
+
+import attrs
+
+from ._exceptions import InvalidParamsError
+
+__all__ = ["ID", "NotificationCreateParams", "NotificationCreateResponse"]
+
+#: Whop IDs are opaque strings (``"VXNlci0xMA=="``, ``"biz_..."``); inputs also accept integers.
+ID: TypeAlias = str | int
+
+#: The longest idempotency key accepted; long enough for a UUID or a database key with a prefix.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _require_text(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidParamsError(field, f"must be a string, got {_type_name(value)}")
+    if not value.strip():
+        raise InvalidParamsError(field, "must not be empty")
+    return value
+
+
+def _check_required_text(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _require_text(attribute.name, value)
+
+
+def _check_optional_text(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _require_text(attribute.name, value)
+
+
+def _check_id(field: str, value: object) -> None:
+    # bool is an int subclass, but True is never a meaningful ID.
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidParamsError(
+            field, f"must be a string or an integer ID, got {_type_name(value)}"
+        )
+    if isinstance(value, str) and not value.strip():
+        raise InvalidParamsError(field, "must not be an empty string")
+
+
+def _check_optional_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _check_id(attribute.name, value)
+
+
+def _to_user_ids(value: object) -> tuple[ID, ...] | None:
+    """Accept any iterable of IDs but a bare string, which would be read as a list of letters."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidParamsError(
+            "user_ids",
+            f"must be a list of user IDs, got {_type_name(value)} (wrap one ID in a list)",
+        )
+    user_ids = tuple(value)
+    for position, user_id in enumerate(user_ids):
+        _check_id(f"user_ids[{position}]", user_id)
+    return user_ids
+
+
+def check_header_value(field: str, value: str) -> None:
+    """Reject what would break or inject an HTTP header: CR, LF, other controls, non-ASCII."""
+    if not value.isascii() or not value.isprintable():
+        raise InvalidParamsError(
+            field, "must be printable ASCII (no CR, LF or other control characters)"
+        )
+
+
+def _check_idempotency_key(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    _require_text(attribute.name, value)
+    assert isinstance(value, str)
+    check_header_value(attribute.name, value)
+    if len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidParamsError(
+            attribute.name, f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class NotificationCreateParams:
+    """One notification to send: exactly one audience, a title and a content.
+
+    Build these ahead of time (for example from a database query) and hand them to
+    ``client.notifications.create(params=...)`` or ``gather_notifications``. Construction
+    validates every field and raises ``InvalidParamsError`` naming the first bad one.
+    """
+
+    title: str = attrs.field(validator=_check_required_text)
+    """The headline, shown prominently."""
+
+    content: str = attrs.field(validator=_check_required_text)
+    """The main body text."""
+
+    company_id: str | None = attrs.field(default=None, validator=_check_optional_text)
+    """Send to this company's team members (``biz_...``). Exactly one of this and experience_id."""
+
+    experience_id: str | None = attrs.field(default=None, validator=_check_optional_text)
+    """Send to every user with access to this experience (``exp_...``)."""
+
+    user_ids: tuple[ID, ...] | None = attrs.field(default=None, converter=_to_user_ids)
+    """Only these users of the audience receive it. A list of IDs; ``None`` for everyone."""
+
+    icon_user_id: ID | None = attrs.field(default=None, validator=_check_optional_id)
+    """The user whose profile picture is the icon; default is the company or experience avatar."""
+
+    subtitle: str | None = attrs.field(default=None, validator=_check_optional_text)
+    """A secondary line under the title."""
+
+    rest_path: str | None = attrs.field(default=None, validator=_check_optional_text)
+    """A path appended to the app's deep link, such as ``/settings/billing``."""
+
+    idempotency_key: str | None = attrs.field(default=None, validator=_check_idempotency_key)
+    """Sent as the ``Idempotency-Key`` header, never in the body. Generated when not given."""
+
+    def __attrs_post_init__(self) -> None:
+        if (self.company_id is None) == (self.experience_id is None):
+            given = "both were given" if self.company_id is not None else "neither was given"
+            raise InvalidParamsError(
+                "company_id", f"exactly one of company_id and experience_id is required; {given}"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> NotificationCreateParams:
+        """Build from a dict of ``create()`` keywords, naming any unknown key in the error."""
+        unknown = sorted(set(values) - _FIELD_NAMES)
+        if unknown:
+            raise InvalidParamsError(
+                unknown[0], f"unknown parameter; expected some of {sorted(_FIELD_NAMES)}"
+            )
+        missing = sorted(name for name in ("title", "content") if name not in values)
+        if missing:
+            raise InvalidParamsError(missing[0], "is required")
+        return cls(**values)
+
+
+_FIELD_NAMES = frozenset(field.name for field in attrs.fields(NotificationCreateParams))
+
+
+@attrs.frozen(kw_only=True)
+class NotificationCreateResponse:
+    """Whop's answer: whether the notification was queued (delivery itself is asynchronous)."""
+
+    success: bool
+    """True when Whop queued the notification."""
+
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    """Fields Whop sent that this version does not know yet, kept for forward compatibility."""

@@ -1,0 +1,128 @@
+"""``client.notifications``: the one resource of the API that whop_async speaks."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from ._converter import dump_params, load_response
+from ._exceptions import APIResponseValidationError, ClientClosedError, shorten
+from ._models import ID, NotificationCreateParams, NotificationCreateResponse
+from ._transport import Gate, parse_json_body, post
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._client import AsyncWhop
+
+__all__ = ["NotificationsResource", "new_idempotency_key", "send_notification"]
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one logical call, shared by all of that call's attempts."""
+    return str(uuid.uuid4())
+
+
+async def send_notification(
+    client: AsyncWhop,
+    params: NotificationCreateParams,
+    *,
+    body: bytes | None = None,
+    idempotency_key: str | None = None,
+    gate: Gate | None = None,
+) -> NotificationCreateResponse:
+    """Send one validated notification through ``client``; the shared path of every caller.
+
+    ``body`` and ``idempotency_key`` let a bulk send serialize once and keep one key per item.
+    """
+    if not client._open:
+        raise ClientClosedError(
+            "This client has been closed; create a new AsyncWhop to send more requests."
+        )
+    config = client._config
+    response = await post(
+        config,
+        client._pool,
+        config.notifications_url,
+        dump_params(params) if body is None else body,
+        idempotency_key=idempotency_key or params.idempotency_key or new_idempotency_key(),
+        gate=gate,
+    )
+    payload = parse_json_body(response)
+    try:
+        return load_response(payload)
+    except ValueError as exc:
+        raise APIResponseValidationError(
+            f"Whop answered {response.status} but the body is not a notification result "
+            f"({exc}): {shorten(response.body.decode('utf-8', errors='replace'))}",
+            status_code=response.status,
+            headers=response.headers,
+            body=payload,
+            raw_body=response.body.decode("utf-8", errors="replace"),
+        ) from None
+
+
+class NotificationsResource:
+    """Push notifications to a company's team or an experience's users."""
+
+    def __init__(self, client: AsyncWhop) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        title: str,
+        content: str,
+        company_id: str | None = None,
+        experience_id: str | None = None,
+        user_ids: Sequence[ID] | None = None,
+        icon_user_id: ID | None = None,
+        subtitle: str | None = None,
+        rest_path: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> NotificationCreateResponse:
+        """Queue one notification for delivery.
+
+        Args:
+            title: The headline.
+            content: The main body text.
+            company_id: Send to this company's team members. Exactly one of this and
+                ``experience_id``.
+            experience_id: Send to every user with access to this experience.
+            user_ids: Only these users of the audience receive it.
+            icon_user_id: The user whose profile picture is the icon.
+            subtitle: A secondary line under the title.
+            rest_path: A path appended to the app's deep link, such as ``/settings/billing``.
+            idempotency_key: Sent as ``Idempotency-Key`` on every attempt of this call; a new
+                UUID when not given. Pass your own (a database id) to make re-runs safe.
+
+        Returns:
+            Whop's answer; ``success`` means queued, not yet delivered.
+
+        Raises:
+            InvalidParamsError: a parameter is invalid; nothing was sent.
+            APIStatusError: Whop refused the request (a subclass names the status).
+            APIConnectionError: no response arrived, even after retries.
+            APIResponseValidationError: a 2xx whose body is not the documented shape.
+            ClientClosedError: the client was closed.
+        """
+        params = NotificationCreateParams(
+            title=title,
+            content=content,
+            company_id=company_id,
+            experience_id=experience_id,
+            user_ids=user_ids,
+            icon_user_id=icon_user_id,
+            subtitle=subtitle,
+            rest_path=rest_path,
+            idempotency_key=idempotency_key,
+        )
+        return await send_notification(self._client, params)
+
+    async def send(self, params: NotificationCreateParams) -> NotificationCreateResponse:
+        """Queue a notification built ahead of time; see ``create`` for what it raises."""
+        if not isinstance(params, NotificationCreateParams):
+            raise TypeError(
+                f"params must be a NotificationCreateParams, got {type(params).__name__}"
+            )
+        return await send_notification(self._client, params)

@@ -1,0 +1,92 @@
+"""When to retry an attempt, and how long to wait first.
+
+The rules are those of Whop's official SDKs: retry 408, 409, 429 and 5xx and connection failures;
+a server's ``x-should-retry: true|false`` overrides that; wait ``retry-after-ms``, else
+``Retry-After`` (seconds or an HTTP date), else exponential backoff with jitter. A server hint
+that is negative, zero, in the past or garbage falls back to backoff; a huge one is capped.
+These functions are pure so that they can be tested exhaustively (see tests/test_retry.py).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Mapping
+
+from ._config import Backoff
+
+__all__ = ["backoff_delay", "parse_retry_after", "retry_delay", "should_retry_status"]
+
+_RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+def should_retry_status(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether a response with this status and these headers is worth another attempt."""
+    override = headers.get("x-should-retry")
+    if override == "true":
+        return True
+    if override == "false":
+        return False
+    return status in _RETRYABLE_STATUSES or status >= 500
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """The wait a server asked for, in seconds, or ``None`` when it asked for nothing usable.
+
+    Reads ``retry-after-ms`` first, then ``Retry-After`` as seconds (an integer or a float) or as
+    an HTTP date. Values that are not finite and positive are ignored, so the caller backs off.
+    """
+    seconds: float | None = None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        seconds = _parse_float(milliseconds)
+        if seconds is not None:
+            seconds /= 1000
+    if seconds is None:
+        retry_after = headers.get("retry-after")
+        if retry_after is not None:
+            seconds = _parse_float(retry_after)
+            if seconds is None:
+                seconds = _parse_http_date(retry_after, now=now)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return seconds
+
+
+def _parse_float(value: str) -> float | None:
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def _parse_http_date(value: str, *, now: float | None) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if (
+        parsed.tzinfo is None
+    ):  # pragma: no cover - parsedate_to_datetime always sets one for RFC dates
+        return None
+    return parsed.timestamp() - (time.time() if now is None else now)
+
+
+def backoff_delay(retries_done: int, backoff: Backoff) -> float:
+    """The computed wait before retry number ``retries_done + 1``, jitter included."""
+    exponent = min(retries_done, 62)  # 2**62 is already far past any maximum
+    delay = min(backoff.initial * (2.0**exponent), backoff.maximum)
+    if not backoff.jitter:
+        return delay
+    return max(0.0, delay * (1.0 - backoff.jitter * random.random()))
+
+
+def retry_delay(retries_done: int, headers: Mapping[str, str] | None, backoff: Backoff) -> float:
+    """The wait before the next attempt: the server's hint (capped) when usable, else backoff."""
+    if headers is not None:
+        hinted = parse_retry_after(headers)
+        if hinted is not None:
+            return min(hinted, backoff.max_retry_after)
+    return backoff_delay(retries_done, backoff)

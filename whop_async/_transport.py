@@ -1,0 +1,273 @@
+"""One POST to Whop: the attempt, the retry loop, timeouts and logging.
+
+This is the only module that touches aiohttp's request API. It returns the raw 2xx response or
+raises the exception that names what went wrong (see ``_exceptions.py``). A *gate* lets a bulk
+send take part in every attempt: wait for a shared rate-limit pause, share 429s across the batch
+and count retries. A single call has no gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+import aiohttp
+import attrs
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from ._config import ClientConfig
+from ._exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    ClientClosedError,
+    decode_body,
+    shorten,
+    status_error,
+)
+from ._pool import Pool
+from ._retry import retry_delay, should_retry_status
+
+__all__ = ["Gate", "RawResponse", "parse_json_body", "post"]
+
+logger = logging.getLogger("whop_async")
+
+
+@attrs.frozen
+class RawResponse:
+    """A 2xx response, read in full."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Gate(Protocol):
+    """What a bulk send learns from, and controls in, each attempt of its items."""
+
+    async def before_attempt(self) -> None:
+        """Wait until the batch may send again (a shared rate-limit pause, a rate cap)."""
+
+    def after_attempt(self, status: int | None) -> None:
+        """Learn the outcome of one attempt: a status, or ``None`` for a connection failure."""
+
+    def rate_limited(self, delay: float) -> bool:
+        """Pause the whole batch for ``delay`` seconds; True when the item should just try again."""
+
+    def retrying(self) -> None:
+        """Count one retry that uses the item's own budget."""
+
+
+class _Truncated(Exception):
+    """The response body was larger than the client reads."""
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read the body, refusing to hold more than ``limit`` bytes of it."""
+    length = response.content_length
+    if length is not None and length <= limit:
+        return await response.read()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise _Truncated(b"".join(chunks)[:limit])
+    return b"".join(chunks)
+
+
+async def _exchange(
+    session: aiohttp.ClientSession,
+    config: ClientConfig,
+    url: URL,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> tuple[int, CIMultiDictProxy[str], bytes]:
+    async with session.post(
+        url,
+        data=body,
+        headers=headers,
+        allow_redirects=False,
+        timeout=config.aiohttp_timeout,
+    ) as response:
+        try:
+            raw = await _read_capped(response, config.max_response_bytes)
+        except _Truncated as exc:
+            partial: bytes = exc.args[0]
+            if 200 <= response.status < 300:
+                raise APIResponseValidationError(
+                    f"Whop answered {response.status} with a body larger than "
+                    f"{config.max_response_bytes} bytes; it was not read in full.",
+                    status_code=response.status,
+                    headers=response.headers,
+                    body=None,
+                    raw_body=partial.decode("utf-8", errors="replace"),
+                ) from None
+            raw = partial
+        return response.status, response.headers, raw
+
+
+def _connection_error(exc: Exception) -> APIConnectionError:
+    if isinstance(exc, asyncio.TimeoutError):
+        return APITimeoutError("Request timed out: no complete response within the timeout.")
+    detail = str(exc) or type(exc).__name__
+    return APIConnectionError(f"Connection error: {type(exc).__name__}: {shorten(detail, 300)}")
+
+
+async def post(
+    config: ClientConfig,
+    pool: Pool,
+    url: URL,
+    body: bytes,
+    *,
+    idempotency_key: str,
+    gate: Gate | None = None,
+) -> RawResponse:
+    """POST ``body`` to ``url`` and return the 2xx response, retrying by Whop's rules.
+
+    Every attempt carries the same ``Idempotency-Key``, so a retry after a lost response cannot
+    create a second notification on a server that deduplicates.
+
+    Raises:
+        APIStatusError: a non-2xx response that is not retried, or still failing after retries.
+        APIConnectionError: no response (``APITimeoutError`` when an attempt timed out).
+        APIResponseValidationError: a 2xx body larger than ``config.max_response_bytes``.
+        ClientClosedError: the client was closed, or is used from another event loop.
+    """
+    headers = {**config.headers, "Idempotency-Key": idempotency_key}
+    loop = asyncio.get_running_loop()
+    attempts = config.max_retries + 1
+    retries_done = 0
+    while True:
+        session, slots = pool.acquire()
+        if gate is not None:
+            await gate.before_attempt()
+        started = loop.time()
+        response_headers: Mapping[str, str] | None = None
+        error: APIStatusError | APIConnectionError
+        try:
+            if slots is None:
+                status, response_headers, raw = await _exchange(session, config, url, headers, body)
+            else:
+                async with slots:
+                    status, response_headers, raw = await _exchange(
+                        session, config, url, headers, body
+                    )
+        except aiohttp.ClientSSLError as exc:
+            # A certificate that does not verify will not verify on the next attempt either.
+            if gate is not None:
+                gate.after_attempt(None)
+            raise APIConnectionError(
+                f"TLS error talking to {url.host}: {shorten(str(exc), 300)}. Check the "
+                "certificate, or pass ssl=<ssl.SSLContext> to AsyncWhop for a private CA."
+            ) from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            error = _connection_error(exc)
+            error.__cause__ = exc
+            retryable = True
+            status_text = type(exc).__name__
+            if gate is not None:
+                gate.after_attempt(None)
+        except RuntimeError as exc:
+            if pool.session is None or pool.session.closed:
+                raise ClientClosedError(
+                    "The client was closed while a request was under way."
+                ) from exc
+            raise
+        else:
+            if gate is not None:
+                gate.after_attempt(status)
+            if 200 <= status < 300:
+                _log_attempt(
+                    "POST", url, status, retries_done + 1, attempts, started, loop, response_headers
+                )
+                return RawResponse(status, response_headers, raw)
+            error = status_error(status, response_headers, raw)
+            retryable = should_retry_status(status, response_headers)
+            status_text = str(status)
+            if status == 429 and retryable and gate is not None:
+                delay = retry_delay(retries_done, response_headers, config.backoff)
+                if gate.rate_limited(delay):
+                    _log_attempt(
+                        "POST",
+                        url,
+                        status,
+                        retries_done + 1,
+                        attempts,
+                        started,
+                        loop,
+                        response_headers,
+                    )
+                    continue
+        _log_attempt(
+            "POST", url, status_text, retries_done + 1, attempts, started, loop, response_headers
+        )
+        if not retryable or retries_done >= config.max_retries:
+            raise error
+        delay = retry_delay(retries_done, response_headers, config.backoff)
+        logger.info(
+            "Retrying POST %s in %.3f s (retry %d of %d) after %s",
+            url,
+            delay,
+            retries_done + 1,
+            config.max_retries,
+            _reason(error),
+        )
+        if gate is not None:
+            gate.retrying()
+        await asyncio.sleep(delay)
+        retries_done += 1
+
+
+def _reason(error: APIStatusError | APIConnectionError) -> str:
+    if isinstance(error, APIStatusError):
+        return f"status {error.status_code}"
+    return str(error)
+
+
+def _log_attempt(
+    method: str,
+    url: URL,
+    status: int | str,
+    attempt: int,
+    attempts: int,
+    started: float,
+    loop: asyncio.AbstractEventLoop,
+    headers: Mapping[str, str] | None,
+) -> None:
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    request_id = headers.get("x-request-id") if headers is not None else None
+    logger.debug(
+        "%s %s -> %s (attempt %d of %d, %.1f ms, request id %s)",
+        method,
+        url,
+        status,
+        attempt,
+        attempts,
+        (loop.time() - started) * 1000,
+        request_id,
+    )
+
+
+def parse_json_body(response: RawResponse) -> object:
+    """Decode a 2xx JSON body, or raise ``APIResponseValidationError`` with the raw text."""
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        _, text = decode_body(response.body)
+        raise APIResponseValidationError(
+            f"Whop answered {response.status} with a body that is not JSON: "
+            f"{shorten(text) if text.strip() else '(empty body)'}",
+            status_code=response.status,
+            headers=response.headers,
+            body=None,
+            raw_body=text,
+        ) from None

@@ -1,0 +1,29 @@
+"""Test helpers for code that uses whop_async: a real Whop emulator on loopback.
+
+``async with WhopEmulator() as server:`` starts it; point ``AsyncWhop(server.api_key,
+base_url=server.base_url)`` at it. The opt-in pytest plugin (``pytest_plugins =
+["whop_async.testing.pytest_plugin"]``) provides ready ``whop_emulator`` and ``whop_client``
+fixtures.
+"""
+
+from __future__ import annotations
+
+from ._emulator import (
+    DEFAULT_API_KEY,
+    Fault,
+    RandomFaults,
+    ReceivedNotification,
+    ReceivedRequest,
+    ScriptedResponse,
+    WhopEmulator,
+)
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "Fault",
+    "RandomFaults",
+    "ReceivedNotification",
+    "ReceivedRequest",
+    "ScriptedResponse",
+    "WhopEmulator",
+]

@@ -1,0 +1,490 @@
+"""A Whop API emulator: a real aiohttp.web server on loopback that speaks ``POST /notifications``.
+
+It answers as the spec says (401 without the right bearer key, 400 with a JSON error for a bad
+body, 200 ``{"success": true}`` otherwise), deduplicates by ``Idempotency-Key`` as Whop does,
+records what it saw, and can be told to misbehave: scripted responses, rate limiting, dropped
+connections, hangs, slow or truncated bodies, random faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import math
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Final
+
+import attrs
+from aiohttp import web
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "Fault",
+    "RandomFaults",
+    "ReceivedNotification",
+    "ReceivedRequest",
+    "ScriptedResponse",
+    "WhopEmulator",
+]
+
+#: The key the emulator accepts unless told otherwise.
+DEFAULT_API_KEY: Final = "whop_test_key"
+
+_NOTIFICATION_FIELDS: Final = {
+    "company_id": "string",
+    "experience_id": "string",
+    "title": "string",
+    "content": "string",
+    "user_ids": "ids",
+    "icon_user_id": "id",
+    "subtitle": "string",
+    "rest_path": "string",
+}
+
+
+class Fault(enum.Enum):
+    """How a scripted response misbehaves at the connection level."""
+
+    NONE = "none"
+    """Answer normally with the scripted status, headers and body."""
+    DROP = "drop"
+    """Close the connection without answering; the notification is not stored."""
+    ACCEPT_THEN_DROP = "accept_then_drop"
+    """Store the notification (as if queued), then close without answering."""
+    HANG = "hang"
+    """Never answer; the client's timeout has to end it."""
+    TRUNCATE = "truncate"
+    """Send the headers and half the body, announcing its full length, then close."""
+    SLOW_BODY = "slow_body"
+    """Send the headers at once, then the body one byte per ``delay`` seconds."""
+
+
+@attrs.frozen(kw_only=True)
+class ScriptedResponse:
+    """One answer the emulator gives instead of its normal behaviour, in the order queued."""
+
+    status: int = 200
+    """The HTTP status."""
+    body: Any = attrs.field(factory=lambda: {"success": True})
+    """JSON-able data, or ``bytes``/``str`` sent as they are."""
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    """Extra response headers, e.g. ``{"Retry-After": "1"}``."""
+    delay: float = 0.0
+    """Seconds to wait before answering (before the headers: a slow server)."""
+    fault: Fault = Fault.NONE
+    """A connection-level misbehaviour."""
+    content_type: str = "application/json"
+    """The ``Content-Type`` of a ``bytes``/``str`` body."""
+
+
+@attrs.frozen(kw_only=True)
+class RandomFaults:
+    """Faults injected at random into a fraction of requests (for soak tests).
+
+    Each request draws once: with probability ``rate`` it meets one of the faults, chosen
+    uniformly: a 500, a dropped connection, a stored-then-dropped one, or a 429 with Retry-After.
+    """
+
+    rate: float = 0.05
+    seed: int = 0
+    retry_after: str = "1"
+
+
+@attrs.frozen
+class ReceivedRequest:
+    """A request the emulator saw, whatever it answered."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    received_at: float
+
+
+@attrs.frozen
+class ReceivedNotification:
+    """A notification the emulator accepted (queued), once per idempotency key."""
+
+    body: Mapping[str, Any]
+    headers: Mapping[str, str]
+    idempotency_key: str | None
+
+
+class _StoredResult:
+    __slots__ = ("body", "response")
+
+    def __init__(self, body: bytes, response: bytes) -> None:
+        self.body = body
+        self.response = response
+
+
+class WhopEmulator:
+    """A running fake of Whop's notifications API on ``127.0.0.1`` and a free port.
+
+    Use ``async with WhopEmulator() as server:`` and point a client at ``server.base_url`` with
+    ``server.api_key``. Everything it accepted is in ``server.notifications``; everything it saw
+    in ``server.requests``.
+
+    Args:
+        api_key: The only bearer token accepted; ``None`` accepts any non-empty one.
+        rate_limit: Requests per second allowed (a token bucket holding one second's worth);
+            beyond that it answers 429 with ``Retry-After``.
+        random_faults: Inject faults into a random fraction of requests.
+        record_requests: Keep every request in ``requests``; turn off for long soaks.
+        ssl_context: Serve HTTPS with this context (for TLS tests).
+        response_delay: Seconds every normal answer waits (a slow but healthy server).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = DEFAULT_API_KEY,
+        rate_limit: float | None = None,
+        random_faults: RandomFaults | None = None,
+        record_requests: bool = True,
+        ssl_context: Any = None,
+        response_delay: float = 0.0,
+    ) -> None:
+        self.api_key = api_key
+        self.rate_limit = rate_limit
+        self.random_faults = random_faults
+        self.record_requests = record_requests
+        self.response_delay = response_delay
+        self._ssl_context = ssl_context
+        self._random = random.Random(random_faults.seed if random_faults else 0)
+        self._script: deque[ScriptedResponse] = deque()
+        self._stored: dict[str, _StoredResult] = {}
+        self._tokens = rate_limit or 0.0
+        self._tokens_at = time.monotonic()
+        self._stopping: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self.requests: list[ReceivedRequest] = []
+        self.notifications: list[ReceivedNotification] = []
+        self.status_counts: dict[int | str, int] = {}
+        self.request_count = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.port = 0
+
+    # lifecycle
+
+    @property
+    def url(self) -> str:
+        """The server's root, e.g. ``http://127.0.0.1:54321``."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as a client's ``base_url``."""
+        return f"{self.url}/api/v1"
+
+    async def start(self) -> None:
+        """Bind a free port on 127.0.0.1 and start serving."""
+        self._stopping = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/api/v1/notifications", self._handle_notification)
+        app.router.add_route("*", "/{tail:.*}", self._handle_other)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context)
+        await site.start()
+
+    async def stop(self) -> None:
+        """Release hanging handlers, close connections and free the port."""
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> WhopEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # control
+
+    def script(self, *responses: ScriptedResponse) -> None:
+        """Queue answers: each of the next requests gets the next one, then normal service."""
+        self._script.extend(responses)
+
+    def fail_next(self, count: int, *, status: int = 500, **kwargs: Any) -> None:
+        """Answer the next ``count`` requests with ``status`` and an error body."""
+        body = kwargs.pop("body", {"error": {"message": f"Scripted failure ({status})"}})
+        self.script(*(ScriptedResponse(status=status, body=body, **kwargs) for _ in range(count)))
+
+    @property
+    def pending_script(self) -> int:
+        """How many scripted answers are still queued."""
+        return len(self._script)
+
+    def reset(self) -> None:
+        """Forget recorded traffic, stored results and the script."""
+        self._script.clear()
+        self._stored.clear()
+        self.requests.clear()
+        self.notifications.clear()
+        self.status_counts.clear()
+        self.request_count = 0
+        self.peak_in_flight = self.in_flight
+
+    def idempotency_keys(self) -> list[str | None]:
+        """The idempotency key of each accepted notification, in arrival order."""
+        return [notification.idempotency_key for notification in self.notifications]
+
+    # handlers
+
+    async def _handle_other(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        return self._count(
+            _json_error(404, f"No route for {request.method} {request.path}", "not_found")
+        )
+
+    async def _handle_notification(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            body = await self._record(request)
+            return await self._answer(request, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _record(self, request: web.Request) -> bytes:
+        body = await request.read()
+        self.request_count += 1
+        if self.record_requests:
+            self.requests.append(
+                ReceivedRequest(
+                    method=request.method,
+                    path=request.path,
+                    headers=dict(request.headers),
+                    body=body,
+                    received_at=time.monotonic(),
+                )
+            )
+        return body
+
+    def _count(
+        self, response: web.StreamResponse, key: int | str | None = None
+    ) -> web.StreamResponse:
+        label = response.status if key is None else key
+        self.status_counts[label] = self.status_counts.get(label, 0) + 1
+        return response
+
+    async def _answer(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        if self._script:
+            return await self._scripted(request, body, self._script.popleft())
+        injected = self._draw_random_fault()
+        if injected is not None:
+            return await self._scripted(request, body, injected)
+        if self.rate_limit is not None and not self._take_token():
+            wait = (1 - self._tokens) / self.rate_limit
+            return self._count(
+                _json_error(
+                    429,
+                    "Rate limit exceeded",
+                    "rate_limited",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+            )
+        if self.response_delay:
+            await self._sleep(self.response_delay)
+        return self._count(self._serve(request, body))
+
+    def _serve(self, request: web.Request, body: bytes) -> web.Response:
+        """The real behaviour: authenticate, validate, deduplicate, store."""
+        denied = self._authenticate(request)
+        if denied is not None:
+            return denied
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return _json_error(400, "Request body is not valid JSON", "invalid_json")
+        problem = _validate_notification(payload)
+        if problem is not None:
+            return _json_error(400 if problem[0] == "bad_request" else 422, problem[1], problem[0])
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and key in self._stored:
+            stored = self._stored[key]
+            if stored.body != body:
+                return _json_error(
+                    400, "Idempotency-Key was reused with a different body", "idempotency_mismatch"
+                )
+            return web.Response(
+                body=stored.response,
+                content_type="application/json",
+                headers={"Idempotent-Replayed": "true", "X-Request-Id": _request_id()},
+            )
+        return self._accept(request, payload, body, key)
+
+    def _accept(
+        self, request: web.Request, payload: Mapping[str, Any], body: bytes, key: str | None
+    ) -> web.Response:
+        response = b'{"success":true}'
+        if key is not None:
+            self._stored[key] = _StoredResult(body, response)
+        self.notifications.append(
+            ReceivedNotification(body=payload, headers=dict(request.headers), idempotency_key=key)
+        )
+        return web.Response(
+            body=response, content_type="application/json", headers={"X-Request-Id": _request_id()}
+        )
+
+    def _authenticate(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme != "Bearer" or not token:
+            return _json_error(401, "Missing bearer token", "unauthorized")
+        if self.api_key is not None and token != self.api_key:
+            return _json_error(401, "Invalid API key", "unauthorized")
+        return None
+
+    async def _scripted(
+        self, request: web.Request, body: bytes, scripted: ScriptedResponse
+    ) -> web.StreamResponse:
+        if scripted.delay and scripted.fault is not Fault.SLOW_BODY:
+            await self._sleep(scripted.delay)
+        fault = scripted.fault
+        if fault is Fault.HANG:
+            await self._sleep(math.inf)
+        if fault is Fault.ACCEPT_THEN_DROP:
+            self._serve(request, body)
+        if fault in (Fault.DROP, Fault.ACCEPT_THEN_DROP, Fault.HANG):
+            self._count(web.Response(status=599), key=fault.value)
+            return _drop(request)
+        raw, content_type = _encode(scripted.body, scripted.content_type)
+        headers = {"Content-Type": content_type, **scripted.headers}
+        self._count(web.Response(status=scripted.status), key=scripted.status)
+        if fault is Fault.NONE:
+            return web.Response(status=scripted.status, body=raw, headers=headers)
+        response = web.StreamResponse(status=scripted.status, headers=headers)
+        response.content_length = len(raw)
+        await response.prepare(request)
+        if fault is Fault.TRUNCATE:
+            await response.write(raw[: len(raw) // 2])
+            return _drop(request)
+        for index in range(len(raw)):  # Fault.SLOW_BODY
+            await response.write(raw[index : index + 1])
+            await self._sleep(scripted.delay)
+        await response.write_eof()
+        return response
+
+    def _draw_random_fault(self) -> ScriptedResponse | None:
+        faults = self.random_faults
+        if faults is None or self._random.random() >= faults.rate:
+            return None
+        kind = self._random.randrange(4)
+        if kind == 0:
+            return ScriptedResponse(status=500, body={"error": {"message": "Injected 500"}})
+        if kind == 1:
+            return ScriptedResponse(fault=Fault.DROP)
+        if kind == 2:
+            return ScriptedResponse(fault=Fault.ACCEPT_THEN_DROP)
+        return ScriptedResponse(
+            status=429,
+            body={"error": {"message": "Injected rate limit"}},
+            headers={"Retry-After": faults.retry_after},
+        )
+
+    def _take_token(self) -> bool:
+        assert self.rate_limit is not None
+        now = time.monotonic()
+        self._tokens = min(
+            self.rate_limit, self._tokens + (now - self._tokens_at) * self.rate_limit
+        )
+        self._tokens_at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when the emulator stops, so shutdown never waits on a hang."""
+        assert self._stopping is not None
+        timeout = None if math.isinf(seconds) else seconds
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout)
+
+
+def _drop(request: web.Request) -> web.StreamResponse:
+    """Close the client's connection without (finishing) an answer."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    raise asyncio.CancelledError  # aiohttp treats a cancelled handler as a dropped connection
+
+
+def _encode(body: Any, content_type: str) -> tuple[bytes, str]:
+    if isinstance(body, bytes):
+        return body, content_type
+    if isinstance(body, str):
+        return body.encode(), content_type
+    return json.dumps(body).encode(), "application/json"
+
+
+def _json_error(
+    status: int, message: str, code: str, *, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps({"error": {"type": code, "message": message}}),
+        content_type="application/json",
+        headers={"X-Request-Id": _request_id(), **(headers or {})},
+    )
+
+
+def _request_id() -> str:
+    return f"req_{random.getrandbits(64):016x}"
+
+
+def _validate_notification(payload: object) -> tuple[str, str] | None:
+    """Check a body as Whop does: ``(code, message)`` for the first problem, else ``None``."""
+    if not isinstance(payload, dict):
+        return "bad_request", "Request body must be a JSON object"
+    unknown = sorted(set(payload) - set(_NOTIFICATION_FIELDS))
+    if unknown:
+        return "bad_request", f"Unknown field: {unknown[0]}"
+    for name in ("title", "content"):
+        if name not in payload:
+            return "bad_request", f"Missing required field: {name}"
+    for name, kind in _NOTIFICATION_FIELDS.items():
+        if name not in payload or (payload[name] is None and name not in ("title", "content")):
+            continue
+        value = payload[name]
+        if kind == "string" and not isinstance(value, str):
+            return "bad_request", f"{name} must be a string"
+        if kind == "id" and not _is_id(value):
+            return "bad_request", f"{name} must be an ID"
+        if kind == "ids" and not (isinstance(value, list) and all(_is_id(v) for v in value)):
+            return "bad_request", f"{name} must be a list of IDs"
+    if (payload.get("company_id") is None) == (payload.get("experience_id") is None):
+        return "bad_request", "Exactly one of company_id and experience_id is required"
+    for name in ("title", "content"):
+        if not payload[name].strip():
+            return "unprocessable", f"{name} must not be empty"
+    return None
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
