@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from ._bulk import BulkItem, BulkOutcome, gather_notifications, iter_notifications
 from ._client import AsyncWhop
 from ._config import (
     DEFAULT_BASE_URL,
@@ -36,6 +37,7 @@ from ._exceptions import (
     UnprocessableEntityError,
     WhopError,
 )
+from ._gate import BulkStats
 from ._models import ID, NotificationCreateParams, NotificationCreateResponse
 from ._notifications import NotificationsResource
 from ._version import __version__
@@ -57,7 +59,10 @@ __all__ = [
     "Backoff",
     "BadRequestError",
     "BatchAbortedError",
+    "BulkItem",
+    "BulkOutcome",
     "BulkSendError",
+    "BulkStats",
     "ClientClosedError",
     "ConflictError",
     "InternalServerError",
@@ -72,4 +77,6 @@ __all__ = [
     "UnprocessableEntityError",
     "WhopError",
     "__version__",
+    "gather_notifications",
+    "iter_notifications",
 ]

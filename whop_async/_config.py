@@ -193,7 +193,7 @@ def resolve_app_id(app_id: str | None) -> str | None:
 
 
 def resolve_base_url(base_url: str | URL | None) -> URL:
-    """Take the explicit URL, else ``WHOP_BASE_URL``, else Whop's; warn if the key would go in clear."""
+    """Take the explicit URL, else ``WHOP_BASE_URL``, else Whop's; warn if the key goes in clear."""
     raw = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     try:
         url = URL(str(raw).rstrip("/"))

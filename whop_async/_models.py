@@ -7,6 +7,7 @@ How they become JSON, and back, is the converter's business (``_converter.py``),
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 import attrs
@@ -153,6 +154,9 @@ class NotificationCreateParams:
 _FIELD_NAMES = frozenset(field.name for field in attrs.fields(NotificationCreateParams))
 
 
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+
+
 @attrs.frozen(kw_only=True)
 class NotificationCreateResponse:
     """Whop's answer: whether the notification was queued (delivery itself is asynchronous)."""
@@ -160,5 +164,5 @@ class NotificationCreateResponse:
     success: bool
     """True when Whop queued the notification."""
 
-    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    extra: Mapping[str, Any] = attrs.field(default=_NO_EXTRA, eq=False)
     """Fields Whop sent that this version does not know yet, kept for forward compatibility."""

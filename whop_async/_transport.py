@@ -48,13 +48,13 @@ class RawResponse:
 
 
 class Gate(Protocol):
-    """What a bulk send learns from, and controls in, each attempt of its items."""
+    """What a bulk send controls in, and learns from, each attempt of its items."""
 
-    async def before_attempt(self) -> None:
-        """Wait until the batch may send again (a shared rate-limit pause, a rate cap)."""
+    async def acquire(self) -> None:
+        """Wait until the batch may send (a shared rate-limit pause, pacing); may raise to abort."""
 
-    def after_attempt(self, status: int | None) -> None:
-        """Learn the outcome of one attempt: a status, or ``None`` for a connection failure."""
+    def release(self, status: int | None) -> None:
+        """Learn how the attempt ended: a status, or ``None`` when no response arrived."""
 
     def rate_limited(self, delay: float) -> bool:
         """Pause the whole batch for ``delay`` seconds; True when the item should just try again."""
@@ -121,6 +121,53 @@ def _connection_error(exc: Exception) -> APIConnectionError:
     return APIConnectionError(f"Connection error: {type(exc).__name__}: {shorten(detail, 300)}")
 
 
+async def _attempt(
+    pool: Pool, config: ClientConfig, url: URL, headers: Mapping[str, str], body: bytes
+) -> RawResponse | APIConnectionError:
+    """One attempt: the response, whatever its status, or the connection error to retry after."""
+    session, slots = pool.acquire()
+    try:
+        if slots is None:
+            status, response_headers, raw = await _exchange(session, config, url, headers, body)
+        else:
+            async with slots:
+                status, response_headers, raw = await _exchange(session, config, url, headers, body)
+    except aiohttp.ClientSSLError as exc:
+        # A certificate that does not verify will not verify on the next attempt either.
+        raise APIConnectionError(
+            f"TLS error talking to {url.host}: {shorten(str(exc), 300)}. Check the "
+            "certificate, or pass ssl=<ssl.SSLContext> to AsyncWhop for a private CA."
+        ) from exc
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        error = _connection_error(exc)
+        error.__cause__ = exc
+        return error
+    except RuntimeError as exc:
+        if pool.session is None or pool.session.closed:
+            raise ClientClosedError("The client was closed while a request was under way.") from exc
+        raise
+    return RawResponse(status, response_headers, raw)
+
+
+async def _gated_attempt(
+    gate: Gate,
+    pool: Pool,
+    config: ClientConfig,
+    url: URL,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> RawResponse | APIConnectionError:
+    await gate.acquire()
+    status: int | None = None
+    try:
+        result = await _attempt(pool, config, url, headers, body)
+        if isinstance(result, RawResponse):
+            status = result.status
+        return result
+    finally:
+        gate.release(status)
+
+
 async def post(
     config: ClientConfig,
     pool: Pool,
@@ -143,75 +190,35 @@ async def post(
     """
     headers = {**config.headers, "Idempotency-Key": idempotency_key}
     loop = asyncio.get_running_loop()
-    attempts = config.max_retries + 1
     retries_done = 0
     while True:
-        session, slots = pool.acquire()
-        if gate is not None:
-            await gate.before_attempt()
         started = loop.time()
-        response_headers: Mapping[str, str] | None = None
-        error: APIStatusError | APIConnectionError
-        try:
-            if slots is None:
-                status, response_headers, raw = await _exchange(session, config, url, headers, body)
-            else:
-                async with slots:
-                    status, response_headers, raw = await _exchange(
-                        session, config, url, headers, body
-                    )
-        except aiohttp.ClientSSLError as exc:
-            # A certificate that does not verify will not verify on the next attempt either.
-            if gate is not None:
-                gate.after_attempt(None)
-            raise APIConnectionError(
-                f"TLS error talking to {url.host}: {shorten(str(exc), 300)}. Check the "
-                "certificate, or pass ssl=<ssl.SSLContext> to AsyncWhop for a private CA."
-            ) from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            error = _connection_error(exc)
-            error.__cause__ = exc
-            retryable = True
-            status_text = type(exc).__name__
-            if gate is not None:
-                gate.after_attempt(None)
-        except RuntimeError as exc:
-            if pool.session is None or pool.session.closed:
-                raise ClientClosedError(
-                    "The client was closed while a request was under way."
-                ) from exc
-            raise
+        if gate is None:
+            result = await _attempt(pool, config, url, headers, body)
         else:
-            if gate is not None:
-                gate.after_attempt(status)
-            if 200 <= status < 300:
-                _log_attempt(
-                    "POST", url, status, retries_done + 1, attempts, started, loop, response_headers
-                )
-                return RawResponse(status, response_headers, raw)
-            error = status_error(status, response_headers, raw)
-            retryable = should_retry_status(status, response_headers)
-            status_text = str(status)
-            if status == 429 and retryable and gate is not None:
-                delay = retry_delay(retries_done, response_headers, config.backoff)
-                if gate.rate_limited(delay):
-                    _log_attempt(
-                        "POST",
-                        url,
-                        status,
-                        retries_done + 1,
-                        attempts,
-                        started,
-                        loop,
-                        response_headers,
-                    )
-                    continue
-        _log_attempt(
-            "POST", url, status_text, retries_done + 1, attempts, started, loop, response_headers
-        )
+            result = await _gated_attempt(gate, pool, config, url, headers, body)
+        error: APIStatusError | APIConnectionError
+        if isinstance(result, RawResponse):
+            _log_attempt(url, result, retries_done, config.max_retries, loop.time() - started)
+            if 200 <= result.status < 300:
+                return result
+            error = status_error(result.status, result.headers, result.body)
+            retryable = should_retry_status(result.status, result.headers)
+            hints: Mapping[str, str] | None = result.headers
+            # In a batch a 429 pauses everyone and does not use this item's budget.
+            if (
+                result.status == 429
+                and retryable
+                and gate is not None
+                and gate.rate_limited(retry_delay(retries_done, hints, config.backoff))
+            ):
+                continue
+        else:
+            _log_attempt(url, result, retries_done, config.max_retries, loop.time() - started)
+            error, retryable, hints = result, True, None
         if not retryable or retries_done >= config.max_retries:
             raise error
-        delay = retry_delay(retries_done, response_headers, config.backoff)
+        delay = retry_delay(retries_done, hints, config.backoff)
         logger.info(
             "Retrying POST %s in %.3f s (retry %d of %d) after %s",
             url,
@@ -233,26 +240,26 @@ def _reason(error: APIStatusError | APIConnectionError) -> str:
 
 
 def _log_attempt(
-    method: str,
     url: URL,
-    status: int | str,
-    attempt: int,
-    attempts: int,
-    started: float,
-    loop: asyncio.AbstractEventLoop,
-    headers: Mapping[str, str] | None,
+    result: RawResponse | APIConnectionError,
+    retries_done: int,
+    max_retries: int,
+    elapsed: float,
 ) -> None:
     if not logger.isEnabledFor(logging.DEBUG):
         return
-    request_id = headers.get("x-request-id") if headers is not None else None
+    if isinstance(result, RawResponse):
+        outcome: object = result.status
+        request_id = result.headers.get("x-request-id")
+    else:
+        outcome, request_id = type(result.__cause__).__name__, None
     logger.debug(
-        "%s %s -> %s (attempt %d of %d, %.1f ms, request id %s)",
-        method,
+        "POST %s -> %s (attempt %d of %d, %.1f ms, request id %s)",
         url,
-        status,
-        attempt,
-        attempts,
-        (loop.time() - started) * 1000,
+        outcome,
+        retries_done + 1,
+        max_retries + 1,
+        elapsed * 1000,
         request_id,
     )
 
