@@ -1,0 +1,91 @@
+"""The project's verbs: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``soak``.
+
+Python versions come from the trove classifiers in pyproject.toml. Interpreters installed by
+pyenv are put on PATH, so the matrix finds them without activating anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+PYTHONS = nox.project.python_versions(PYPROJECT)
+DEFAULT_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+# A missing interpreter skips its session; .ci/run names the ones it requires.
+nox.options.error_on_missing_interpreters = False
+
+TEST_REQUIREMENTS = ["pytest>=8", "pytest-asyncio>=0.24", "pytest-cov>=5", "hypothesis>=6", "trustme>=1"]
+
+
+def _put_pyenv_interpreters_on_path() -> None:
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = [
+        str(path / "bin")
+        for version in PYTHONS
+        for path in sorted(root.glob(f"{version}.*"))
+        if re.fullmatch(rf"{re.escape(version)}\.\d+", path.name)
+    ]
+    os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+
+
+_put_pyenv_interpreters_on_path()
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite against the installed package (not the source tree), with coverage."""
+    session.install(".[cli]", *TEST_REQUIREMENTS)
+    session.run(
+        "pytest",
+        "--cov=whop_async",
+        "--cov-report=term-missing:skip-covered",
+        *session.posargs,
+        env={"WHOP_ASYNC_EXPECT_INSTALLED": "1", "COVERAGE_FILE": str(ROOT / ".coverage")},
+    )
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over everything."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package and the public-API typing test."""
+    session.install(".[cli]", "mypy>=1.10", "pytest>=8")
+    session.run("mypy", "--strict", "whop_async")
+    session.run("mypy", "--strict", "tests/typing")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with --strict (broken links or references fail)."""
+    session.install(".[cli]", "-r", "docs/requirements.txt")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def bench(session: nox.Session) -> None:
+    """The bulk-sending benchmark against plain aiohttp and the official whop-sdk."""
+    session.install(".", "-r", "benchmarks/requirements.txt")
+    session.run("python", "benchmarks/bench_bulk.py", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def soak(session: nox.Session) -> None:
+    """A bounded soak: 100,000 notifications through injected faults."""
+    session.install(".", "-r", "benchmarks/requirements.txt")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
