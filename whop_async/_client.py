@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import ssl as ssl_module
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import aiohttp
 import attrs
@@ -170,7 +170,7 @@ class AsyncWhop:
     ) -> None:
         await self.close()
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> NoReturn:
         raise TypeError("AsyncWhop is async-only: use 'async with AsyncWhop() as client:'")
 
     def __exit__(self, *args: object) -> None:  # pragma: no cover - __enter__ always raises

@@ -170,13 +170,13 @@ class ClientConfig:
 def resolve_api_key(api_key: str | None) -> str:
     """Take the explicit key, else ``WHOP_API_KEY``; none at all is an error naming the variable."""
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    if key is not None and not isinstance(key, str):
+        raise InvalidParamsError("api_key", f"must be a string, got {type(key).__name__}")
     if key is None or not key.strip():
         raise WhopError(
             f"No API key: pass api_key=... to AsyncWhop or set the {API_KEY_ENV} environment "
             "variable."
         )
-    if not isinstance(key, str):
-        raise InvalidParamsError("api_key", f"must be a string, got {type(key).__name__}")
     check_header_value("api_key", key)
     return key
 

@@ -195,10 +195,10 @@ def server_message(body: object, text: str) -> str:
     if isinstance(body, Mapping):
         error = body.get("error")
         if isinstance(error, Mapping) and isinstance(error.get("message"), str):
-            return str(error["message"])
+            return shorten(str(error["message"]))
         for key in ("message", "error", "detail"):
             if isinstance(body.get(key), str):
-                return str(body[key])
+                return shorten(str(body[key]))
         return shorten(json.dumps(body, ensure_ascii=False))
     if not text.strip():
         return "(empty body)"
@@ -212,6 +212,10 @@ def status_error(status: int, headers: Mapping[str, str], raw: bytes) -> APIStat
     if cls is None:
         cls = InternalServerError if status >= 500 else APIStatusError
     message = f"Error code: {status} - {server_message(body, text)}"
+    if 300 <= status < 400:
+        # Redirects are never followed: the Authorization header must not go to another host.
+        location = headers.get("Location") or "(no Location header)"
+        message += f" (redirect to {shorten(location, 300)}, not followed; check base_url)"
     return cls(message, status_code=status, headers=headers, body=body, raw_body=text)
 
 

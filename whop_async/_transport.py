@@ -70,7 +70,8 @@ class _Truncated(Exception):
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """Read the body, refusing to hold more than ``limit`` bytes of it."""
     length = response.content_length
-    if length is not None and length <= limit:
+    # Content-Length counts compressed bytes: a small gzip body may inflate past the limit.
+    if length is not None and length <= limit and not response.headers.get("Content-Encoding"):
         return await response.read()
     chunks: list[bytes] = []
     size = 0

@@ -3,7 +3,7 @@
 It answers as the spec says (401 without the right bearer key, 400 with a JSON error for a bad
 body, 200 ``{"success": true}`` otherwise), deduplicates by ``Idempotency-Key`` as Whop does,
 records what it saw, and can be told to misbehave: scripted responses, rate limiting, dropped
-connections, hangs, slow or truncated bodies, random faults.
+connections, hangs, slow, truncated or endless bodies, random faults.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ __all__ = [
 
 #: The key the emulator accepts unless told otherwise.
 DEFAULT_API_KEY: Final = "whop_test_key"
+#: An endless body stops after this many bytes even if the client never hangs up.
+_ENDLESS_BODY_LIMIT: Final = 256 * 1024 * 1024
 
 _NOTIFICATION_FIELDS: Final = {
     "company_id": "string",
@@ -64,6 +66,9 @@ class Fault(enum.Enum):
     """Send the headers and half the body, announcing its full length, then close."""
     SLOW_BODY = "slow_body"
     """Send the headers at once, then the body one byte per ``delay`` seconds."""
+    ENDLESS_BODY = "endless_body"
+    """Send the headers, then the body over and over (no declared length) until the client
+    hangs up: a body far larger than any client should read."""
 
 
 @attrs.frozen(kw_only=True)
@@ -93,8 +98,13 @@ class RandomFaults:
     """
 
     rate: float = 0.05
+    """The fraction of requests that meet a fault."""
     seed: int = 0
+    """Seeds the draws, so a run can be repeated."""
     retry_after: str = "1"
+    """The ``Retry-After`` of an injected 429."""
+    retry_after_ms: str | None = None
+    """Also send ``retry-after-ms`` with an injected 429 (clients read it first): short soaks."""
 
 
 @attrs.frozen
@@ -249,6 +259,21 @@ class WhopEmulator:
         self.request_count = 0
         self.peak_in_flight = self.in_flight
 
+    def close_connections(self) -> int:
+        """Close every open connection at once, idle keep-alive ones included; return how many.
+
+        A client that pooled one of them finds it dead on its next request, as it would when a
+        server or a load balancer times out idle connections.
+        """
+        if self._runner is None or self._runner.server is None:
+            return 0
+        closed = 0
+        for handler in self._runner.server.connections:
+            if handler.transport is not None and not handler.transport.is_closing():
+                handler.transport.close()
+                closed += 1
+        return closed
+
     def idempotency_keys(self) -> list[str | None]:
         """The idempotency key of each accepted notification, in arrival order."""
         return [notification.idempotency_key for notification in self.notifications]
@@ -379,11 +404,14 @@ class WhopEmulator:
         if fault is Fault.NONE:
             return web.Response(status=scripted.status, body=raw, headers=headers)
         response = web.StreamResponse(status=scripted.status, headers=headers)
-        response.content_length = len(raw)
+        if fault is not Fault.ENDLESS_BODY:
+            response.content_length = len(raw)
         await response.prepare(request)
         if fault is Fault.TRUNCATE:
             await response.write(raw[: len(raw) // 2])
             return _drop(request)
+        if fault is Fault.ENDLESS_BODY:
+            return await _write_endlessly(request, response, raw or b" ")
         for index in range(len(raw)):  # Fault.SLOW_BODY
             await response.write(raw[index : index + 1])
             await self._sleep(scripted.delay)
@@ -401,10 +429,11 @@ class WhopEmulator:
             return ScriptedResponse(fault=Fault.DROP)
         if kind == 2:
             return ScriptedResponse(fault=Fault.ACCEPT_THEN_DROP)
+        headers = {"Retry-After": faults.retry_after}
+        if faults.retry_after_ms is not None:
+            headers["retry-after-ms"] = faults.retry_after_ms
         return ScriptedResponse(
-            status=429,
-            body={"error": {"message": "Injected rate limit"}},
-            headers={"Retry-After": faults.retry_after},
+            status=429, body={"error": {"message": "Injected rate limit"}}, headers=headers
         )
 
     def _take_token(self) -> bool:
@@ -433,6 +462,19 @@ def _drop(request: web.Request) -> web.StreamResponse:
     if transport is not None:
         transport.close()
     raise asyncio.CancelledError  # aiohttp treats a cancelled handler as a dropped connection
+
+
+async def _write_endlessly(
+    request: web.Request, response: web.StreamResponse, chunk: bytes
+) -> web.StreamResponse:
+    """Repeat ``chunk`` (grown to 64 KiB) until the client hangs up or the limit is reached."""
+    chunk = chunk * max(1, 65536 // len(chunk))
+    sent = 0
+    with contextlib.suppress(ConnectionError):  # the client read enough and hung up
+        while sent < _ENDLESS_BODY_LIMIT:
+            await response.write(chunk)
+            sent += len(chunk)
+    return _drop(request)
 
 
 def _encode(body: Any, content_type: str) -> tuple[bytes, str]:

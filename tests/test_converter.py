@@ -1,0 +1,153 @@
+"""The converter: what goes into a request body, and how a response body is read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import cattrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from whop_async import NotificationCreateParams, NotificationCreateResponse
+from whop_async._converter import converter, dump_params, load_response, make_converter
+
+ids = st.one_of(st.text(min_size=1).filter(str.strip), st.integers())
+texts = st.text(min_size=1).filter(str.strip)
+
+
+def test_unset_optional_fields_are_left_out_of_the_body() -> None:
+    params = NotificationCreateParams(company_id="biz_1", title="Hi", content="Hello")
+
+    body = dump_params(params)
+
+    assert json.loads(body) == {"company_id": "biz_1", "title": "Hi", "content": "Hello"}
+    assert b"null" not in body
+
+
+def test_every_given_field_is_in_the_body_and_the_key_is_not() -> None:
+    params = NotificationCreateParams(
+        experience_id="exp_1",
+        title="Hi",
+        content="Hello",
+        user_ids=["u_1", 2],
+        icon_user_id=3,
+        subtitle="sub",
+        rest_path="/a",
+        idempotency_key="order-1",
+    )
+
+    assert json.loads(dump_params(params)) == {
+        "experience_id": "exp_1",
+        "title": "Hi",
+        "content": "Hello",
+        "user_ids": ["u_1", 2],
+        "icon_user_id": 3,
+        "subtitle": "sub",
+        "rest_path": "/a",
+    }
+
+
+def test_the_body_is_compact_utf8_json() -> None:
+    params = NotificationCreateParams(company_id="biz_1", title="Café ☕", content="x")
+
+    body = dump_params(params)
+
+    assert "Café ☕".encode() in body
+    assert b", " not in body
+    assert b": " not in body
+
+
+def test_a_response_keeps_unknown_fields_in_extra() -> None:
+    response = load_response({"success": True, "id": "n_1", "queued_at": 12})
+
+    assert response == NotificationCreateResponse(success=True)
+    assert response.extra == {"id": "n_1", "queued_at": 12}
+
+
+def test_a_plain_response_has_empty_extra() -> None:
+    response = load_response({"success": False})
+
+    assert response.success is False
+    assert response.extra == {}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({}, "required field missing @ response.success"),
+        ({"success": "true"}, "expected bool @ response.success"),
+        ({"success": 1}, "expected bool @ response.success"),
+        ({"success": None}, "expected bool @ response.success"),
+        (None, "expected a JSON object, got NoneType"),
+        ([{"success": True}], "expected a JSON object, got list"),
+        ("success", "got str"),
+    ],
+)
+def test_a_response_without_a_real_success_flag_is_refused(payload: Any, reason: str) -> None:
+    with pytest.raises(ValueError, match="response") as caught:
+        load_response(payload)
+
+    assert reason in str(caught.value)
+
+
+def test_the_converter_is_private_and_every_call_makes_a_fresh_one() -> None:
+    assert make_converter() is not make_converter()
+    assert converter is not cattrs.global_converter
+
+
+def test_what_a_caller_registers_globally_does_not_change_our_body() -> None:
+    global_converter = cattrs.Converter()
+    global_converter.register_unstructure_hook(str, lambda value: value.upper())
+    params = NotificationCreateParams(company_id="biz_1", title="hi", content="x")
+
+    assert json.loads(dump_params(params))["title"] == "hi"
+
+
+@given(
+    audience=st.sampled_from(["company_id", "experience_id"]),
+    title=texts,
+    content=texts,
+    user_ids=st.none() | st.lists(ids, max_size=4),
+    icon_user_id=st.none() | ids,
+    subtitle=st.none() | texts,
+    rest_path=st.none() | texts,
+)
+def test_the_body_holds_exactly_the_given_fields(
+    audience: str,
+    title: str,
+    content: str,
+    user_ids: list[str | int] | None,
+    icon_user_id: str | int | None,
+    subtitle: str | None,
+    rest_path: str | None,
+) -> None:
+    given_fields: dict[str, Any] = {
+        audience: "id_1",
+        "title": title,
+        "content": content,
+        "user_ids": user_ids,
+        "icon_user_id": icon_user_id,
+        "subtitle": subtitle,
+        "rest_path": rest_path,
+    }
+
+    body = json.loads(dump_params(NotificationCreateParams(**given_fields)))
+
+    assert body == {name: value for name, value in given_fields.items() if value is not None}
+
+
+@given(
+    extra=st.dictionaries(
+        st.text().filter(lambda key: key != "success"),
+        st.none() | st.integers() | st.text(),
+        max_size=4,
+    ),
+    success=st.booleans(),
+)
+def test_any_extra_response_fields_survive(extra: dict[str, Any], success: bool) -> None:
+    response = load_response({"success": success, **extra})
+
+    assert response.success is success
+    assert dict(response.extra) == extra

@@ -1,0 +1,460 @@
+"""The emulator on its own, spoken to with a plain aiohttp session over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+
+from whop_async import AsyncWhop
+from whop_async.testing import (
+    DEFAULT_API_KEY,
+    Fault,
+    RandomFaults,
+    ScriptedResponse,
+    WhopEmulator,
+)
+
+AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
+VALID: dict[str, Any] = {"company_id": "biz_1", "title": "Hi", "content": "Hello"}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        yield session
+
+
+def url(emulator: WhopEmulator) -> str:
+    return f"{emulator.base_url}/notifications"
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    emulator: WhopEmulator,
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+) -> tuple[int, CIMultiDict[str], Any]:
+    payload = data if data is not None else json.dumps(VALID if body is None else body).encode()
+    async with http.post(
+        url(emulator), data=payload, headers=AUTH if headers is None else headers
+    ) as response:
+        raw = await response.read()
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = raw
+        return response.status, CIMultiDict(response.headers), parsed
+
+
+async def test_it_listens_on_loopback_and_accepts_a_valid_notification(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    status, headers, body = await post(http, whop_emulator)
+
+    assert whop_emulator.url == f"http://127.0.0.1:{whop_emulator.port}"
+    assert whop_emulator.base_url.endswith("/api/v1")
+    assert (status, body) == (200, {"success": True})
+    assert headers["X-Request-Id"].startswith("req_")
+    (notification,) = whop_emulator.notifications
+    assert notification.body == VALID
+    assert notification.idempotency_key is None
+    (request,) = whop_emulator.requests
+    assert (request.method, request.path) == ("POST", "/api/v1/notifications")
+    assert json.loads(request.body) == VALID
+    assert whop_emulator.status_counts == {200: 1}
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({}, "Missing bearer token"),
+        ({"Authorization": "Basic abc"}, "Missing bearer token"),
+        ({"Authorization": "Bearer "}, "Missing bearer token"),
+        ({"Authorization": "Bearer nope"}, "Invalid API key"),
+    ],
+)
+async def test_it_refuses_a_missing_or_wrong_bearer(
+    http: aiohttp.ClientSession,
+    whop_emulator: WhopEmulator,
+    headers: dict[str, str],
+    message: str,
+) -> None:
+    status, _, body = await post(http, whop_emulator, headers=headers)
+
+    assert status == 401
+    assert body == {"error": {"type": "unauthorized", "message": message}}
+    assert whop_emulator.notifications == []
+    assert len(whop_emulator.requests) == 1
+
+
+async def test_with_no_api_key_set_it_accepts_any_bearer(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(api_key=None) as server:
+        status, _, _ = await post(http, server, headers={"Authorization": "Bearer anything"})
+
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (b"{not json", 400, "Request body is not valid JSON"),
+        (b"[]", 400, "Request body must be a JSON object"),
+        (
+            b'{"company_id":"b","title":"t","content":"c","color":"red"}',
+            400,
+            "Unknown field: color",
+        ),
+        (b'{"company_id":"b","content":"c"}', 400, "Missing required field: title"),
+        (b'{"company_id":"b","title":"t"}', 400, "Missing required field: content"),
+        (b'{"company_id":"b","title":1,"content":"c"}', 400, "title must be a string"),
+        (b'{"company_id":"b","title":null,"content":"c"}', 400, "title must be a string"),
+        (b'{"company_id":"b","title":"t","content":"c","icon_user_id":true}', 400, "must be an ID"),
+        (b'{"company_id":"b","title":"t","content":"c","user_ids":"u"}', 400, "list of IDs"),
+        (b'{"company_id":"b","title":"t","content":"c","user_ids":[1.5]}', 400, "list of IDs"),
+        (b'{"title":"t","content":"c"}', 400, "Exactly one of company_id and experience_id"),
+        (b'{"company_id":"b","experience_id":"e","title":"t","content":"c"}', 400, "Exactly one"),
+        (b'{"company_id":"b","title":"  ","content":"c"}', 422, "title must not be empty"),
+        (b'{"company_id":"b","title":"t","content":""}', 422, "content must not be empty"),
+    ],
+)
+async def test_it_refuses_a_bad_body_with_a_json_error(
+    http: aiohttp.ClientSession,
+    whop_emulator: WhopEmulator,
+    data: bytes,
+    status: int,
+    message: str,
+) -> None:
+    got_status, _, body = await post(http, whop_emulator, data=data)
+
+    assert got_status == status
+    assert message in body["error"]["message"]
+    assert whop_emulator.notifications == []
+
+
+async def test_optional_fields_may_be_null_or_ids_of_either_kind(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    body = {**VALID, "user_ids": ["u_1", 2], "icon_user_id": 3, "subtitle": None}
+
+    status, _, _ = await post(http, whop_emulator, body)
+
+    assert status == 200
+    assert whop_emulator.notifications[0].body == body
+
+
+async def test_other_routes_are_404_and_recorded(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    async with http.get(url(whop_emulator), headers=AUTH) as response:
+        body = await response.json()
+
+    assert response.status == 404
+    assert body["error"]["message"] == "No route for GET /api/v1/notifications"
+    assert whop_emulator.requests[0].method == "GET"
+    assert whop_emulator.status_counts == {404: 1}
+
+
+async def test_the_same_key_and_body_replays_the_first_answer(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+
+    first = await post(http, whop_emulator, headers=headers)
+    second = await post(http, whop_emulator, headers=headers)
+
+    assert first[0] == second[0] == 200
+    assert "Idempotent-Replayed" not in first[1]
+    assert second[1]["Idempotent-Replayed"] == "true"
+    assert second[2] == {"success": True}
+    assert whop_emulator.idempotency_keys() == ["k-1"]
+
+
+async def test_the_same_key_with_another_body_is_refused(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+    await post(http, whop_emulator, headers=headers)
+
+    status, _, body = await post(http, whop_emulator, {**VALID, "title": "Other"}, headers=headers)
+
+    assert status == 400
+    assert body["error"]["type"] == "idempotency_mismatch"
+    assert len(whop_emulator.notifications) == 1
+
+
+async def test_scripted_answers_come_in_order_then_normal_service_resumes(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    whop_emulator.script(
+        ScriptedResponse(status=503, body="down", content_type="text/plain"),
+        ScriptedResponse(status=202, body=b"\x00raw", headers={"X-Custom": "1"}),
+    )
+    assert whop_emulator.pending_script == 2
+
+    first = await post(http, whop_emulator)
+    second = await post(http, whop_emulator)
+    third = await post(http, whop_emulator)
+
+    assert (first[0], first[1]["Content-Type"], first[2]) == (503, "text/plain", b"down")
+    assert (second[0], second[1]["X-Custom"], second[2]) == (202, "1", b"\x00raw")
+    assert third[0] == 200
+    assert whop_emulator.pending_script == 0
+    assert len(whop_emulator.notifications) == 1
+    assert whop_emulator.status_counts == {503: 1, 202: 1, 200: 1}
+
+
+async def test_fail_next_answers_with_an_error_body(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    whop_emulator.fail_next(2, status=502)
+
+    statuses = [(await post(http, whop_emulator))[:3:2] for _ in range(3)]
+
+    assert statuses == [
+        (502, {"error": {"message": "Scripted failure (502)"}}),
+        (502, {"error": {"message": "Scripted failure (502)"}}),
+        (200, {"success": True}),
+    ]
+
+
+async def test_a_scripted_delay_holds_the_answer_back(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    whop_emulator.script(ScriptedResponse(delay=0.2))
+    started = time.monotonic()
+
+    status, _, _ = await post(http, whop_emulator)
+
+    assert status == 200
+    assert time.monotonic() - started >= 0.19
+
+
+async def test_a_healthy_but_slow_server(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(response_delay=0.15) as server:
+        started = time.monotonic()
+        status, _, _ = await post(http, server)
+
+    assert status == 200
+    assert time.monotonic() - started >= 0.14
+
+
+@pytest.mark.parametrize(("fault", "stored"), [(Fault.DROP, 0), (Fault.ACCEPT_THEN_DROP, 1)])
+async def test_a_dropped_connection_gets_no_answer(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator, fault: Fault, stored: int
+) -> None:
+    whop_emulator.script(ScriptedResponse(fault=fault))
+
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await post(http, whop_emulator)
+
+    assert len(whop_emulator.notifications) == stored
+    assert whop_emulator.status_counts == {fault.value: 1}
+
+
+async def test_a_hang_never_answers_until_the_client_gives_up(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    whop_emulator.script(ScriptedResponse(fault=Fault.HANG))
+
+    with pytest.raises(asyncio.TimeoutError):
+        async with http.post(
+            url(whop_emulator), json=VALID, headers=AUTH, timeout=aiohttp.ClientTimeout(total=0.2)
+        ):
+            pass
+
+    assert whop_emulator.in_flight == 1
+    assert whop_emulator.notifications == []
+
+
+async def test_stopping_releases_a_hanging_handler_at_once(http: aiohttp.ClientSession) -> None:
+    server = WhopEmulator()
+    await server.start()
+    server.script(ScriptedResponse(fault=Fault.HANG))
+    sending = asyncio.create_task(post(http, server))
+    while server.in_flight == 0:
+        await asyncio.sleep(0.005)
+    started = time.monotonic()
+
+    await server.stop()
+    await server.stop()
+
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(aiohttp.ClientError):
+        await sending
+
+
+async def test_a_truncated_body_announces_more_than_it_sends(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    whop_emulator.script(
+        ScriptedResponse(body={"success": True, "pad": "x" * 50}, fault=Fault.TRUNCATE)
+    )
+
+    async with http.post(url(whop_emulator), json=VALID, headers=AUTH) as response:
+        assert response.status == 200
+        assert response.content_length is not None
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+
+async def test_a_slow_body_arrives_whole_one_byte_at_a_time(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    whop_emulator.script(ScriptedResponse(body=b"12345", fault=Fault.SLOW_BODY, delay=0.03))
+    started = time.monotonic()
+
+    status, _, body = await post(http, whop_emulator)
+
+    assert (status, body) == (200, 12345)
+    assert time.monotonic() - started >= 0.1  # five pauses of 0.03 s, give or take a tick
+
+
+async def test_rate_limiting_answers_429_with_retry_after(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(rate_limit=2) as server:
+        statuses = []
+        for _ in range(3):
+            status, headers, body = await post(http, server)
+            statuses.append(status)
+
+    assert statuses == [200, 200, 429]
+    assert int(headers["Retry-After"]) >= 1
+    assert body["error"]["type"] == "rate_limited"
+    assert len(server.notifications) == 2
+    assert server.status_counts == {200: 2, 429: 1}
+
+
+async def test_random_faults_hit_every_request_at_rate_one(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(random_faults=RandomFaults(rate=1.0, seed=7)) as server:
+        for _ in range(20):
+            with contextlib.suppress(aiohttp.ServerDisconnectedError):
+                await post(http, server)
+
+    assert 200 not in server.status_counts
+    assert set(server.status_counts) == {500, 429, "drop", "accept_then_drop"}
+    assert sum(server.status_counts.values()) == 20
+
+
+async def test_random_faults_at_rate_zero_change_nothing(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(random_faults=RandomFaults(rate=0.0)) as server:
+        status, _, _ = await post(http, server)
+
+    assert status == 200
+
+
+async def test_recording_requests_can_be_turned_off(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(record_requests=False) as server:
+        await post(http, server)
+
+    assert server.requests == []
+    assert server.request_count == 1
+    assert len(server.notifications) == 1
+
+
+async def test_reset_forgets_traffic_stored_keys_and_the_script(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+    await post(http, whop_emulator, headers=headers)
+    whop_emulator.fail_next(1)
+
+    whop_emulator.reset()
+
+    assert (whop_emulator.requests, whop_emulator.notifications) == ([], [])
+    assert (whop_emulator.request_count, whop_emulator.status_counts) == (0, {})
+    assert whop_emulator.pending_script == 0
+    status, headers_back, _ = await post(
+        http, whop_emulator, {**VALID, "title": "New"}, headers=headers
+    )
+    assert status == 200
+    assert "Idempotent-Replayed" not in headers_back
+
+
+async def test_it_tracks_peak_concurrency(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(response_delay=0.1) as server:
+        await asyncio.gather(*(post(http, server) for _ in range(4)))
+
+    assert server.peak_in_flight == 4
+    assert server.in_flight == 0
+
+
+async def test_the_plugin_client_is_bound_to_the_plugin_emulator(
+    whop_client: AsyncWhop, whop_emulator: WhopEmulator
+) -> None:
+    await whop_client.notifications.create(**VALID)
+
+    assert str(whop_client.base_url) == whop_emulator.base_url
+    assert whop_client.timeout == 10.0
+    assert len(whop_emulator.notifications) == 1
+
+
+async def test_stopping_an_emulator_that_never_started_is_harmless() -> None:
+    server = WhopEmulator()
+
+    await server.stop()
+
+    assert server.close_connections() == 0
+
+
+async def test_close_connections_kills_idle_keep_alive_connections(
+    whop_client: AsyncWhop, whop_emulator: WhopEmulator
+) -> None:
+    await whop_client.notifications.create(**VALID)
+
+    closed = whop_emulator.close_connections()
+    response = await whop_client.notifications.create(**VALID)
+
+    assert closed == 1
+    assert response.success is True
+    assert len(whop_emulator.notifications) == 2
+
+
+async def test_an_endless_body_streams_until_the_client_hangs_up(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    whop_emulator.script(ScriptedResponse(body=b"x", fault=Fault.ENDLESS_BODY))
+
+    async with http.post(url(whop_emulator), json=VALID, headers=AUTH) as response:
+        assert response.content_length is None
+        received = 0
+        async for chunk in response.content.iter_any():
+            received += len(chunk)
+            if received > 200_000:
+                break
+
+    assert received > 200_000
+
+
+async def test_an_endless_body_stops_at_its_own_limit(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from whop_async.testing import _emulator
+
+    monkeypatch.setattr(_emulator, "_ENDLESS_BODY_LIMIT", 3 * 65536)
+    whop_emulator.script(ScriptedResponse(body=b"", fault=Fault.ENDLESS_BODY))
+
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await post(http, whop_emulator)
+
+
+async def test_an_injected_429_can_carry_retry_after_ms(http: aiohttp.ClientSession) -> None:
+    faults = RandomFaults(rate=1.0, seed=3, retry_after="2", retry_after_ms="5")
+    rate_limited = []
+    async with WhopEmulator(random_faults=faults) as server:
+        for _ in range(12):
+            with contextlib.suppress(aiohttp.ServerDisconnectedError):
+                status, headers, _ = await post(http, server)
+                if status == 429:
+                    rate_limited.append(headers)
+
+    assert rate_limited
+    assert all(h["retry-after-ms"] == "5" and h["Retry-After"] == "2" for h in rate_limited)

@@ -1,0 +1,74 @@
+"""Types of the public API, checked by ``mypy --strict tests/typing``; never run or collected.
+
+Each ``assert_type`` fails the check if a public signature drifts; each ``type: ignore[code]``
+fails it (as an unused ignore) if a mistake stops being a type error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from whop_async import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    AsyncWhop,
+    Backoff,
+    InvalidParamsError,
+    NotificationCreateParams,
+    NotificationCreateResponse,
+    RateLimitError,
+)
+from whop_async.testing import WhopEmulator
+
+if sys.version_info >= (3, 11):
+    from typing import assert_type
+else:  # mypy reads typeshed's stub; at run time this file is only ever imported on 3.11+
+    from typing_extensions import assert_type
+
+
+async def public_api(emulator: WhopEmulator) -> None:
+    async with AsyncWhop(
+        "sk_test", base_url=emulator.base_url, backoff=Backoff.instant(), max_retries=0
+    ) as client:
+        assert_type(client, AsyncWhop)
+        assert_type(client.base_url, URL)
+        assert_type(client.timeout, float | None)
+        assert_type(client.max_retries, int)
+        assert_type(client.session, aiohttp.ClientSession | None)
+        assert_type(client.with_options(timeout=1.0), AsyncWhop)
+
+        response = await client.notifications.create(
+            company_id="biz_1", title="Hi", content="Hello", user_ids=["u_1", 2]
+        )
+        assert_type(response, NotificationCreateResponse)
+        assert_type(response.success, bool)
+        assert_type(response.extra, Mapping[str, Any])
+
+        params = NotificationCreateParams(experience_id="exp_1", title="Hi", content="Hello")
+        assert_type(await client.notifications.send(params), NotificationCreateResponse)
+
+        await client.notifications.create(title=1, content="x")  # type: ignore[arg-type]
+        await client.notifications.create("biz_1", "Hi", "Hello")  # type: ignore[call-arg]
+        await client.notifications.send({"title": "Hi"})  # type: ignore[arg-type]
+
+    try:
+        await client.notifications.create(company_id="biz_1", title="Hi", content="Hello")
+    except RateLimitError as error:
+        assert_type(error.status_code, int)
+        assert_type(error.headers, Mapping[str, str])
+        assert_type(error.request_id, str | None)
+        assert_type(error.raw_body, str)
+    except APIStatusError as error:
+        assert_type(error.body, object)
+    except APIResponseValidationError as error:
+        assert_type(error.status_code, int)
+    except APIConnectionError as error:
+        assert_type(str(error), str)
+    except InvalidParamsError as error:
+        assert_type(error.field, str)
