@@ -392,3 +392,21 @@ async def test_items_must_be_iterable_and_each_item_a_mapping_or_params(
 
     assert [getattr(r, "field", None) for r in results] == ["item", "colour"]
     assert whop_emulator.request_count == 0
+
+
+async def test_an_early_429_does_not_slow_the_rest_of_the_batch() -> None:
+    # One 429 after ten quick successes: the pace it sets must reflect ten successes in a few
+    # milliseconds, not ten in a whole second.
+    async with emulator_and_client() as (server, client):
+        server.script(
+            *[ScriptedResponse() for _ in range(10)],
+            ScriptedResponse(status=429, body={}, headers={"Retry-After": "0"}),
+        )
+        stats = BulkStats()
+        started = asyncio.get_running_loop().time()
+        await gather_notifications(client, items(300), concurrency=4, stats=stats)
+        elapsed = asyncio.get_running_loop().time() - started
+
+    assert stats.rate_limited == 1
+    assert stats.send_rate is None or stats.send_rate > 100  # not the ~9/s of ten per second
+    assert elapsed < 5

@@ -25,7 +25,8 @@ __all__ = ["BatchGate", "BulkStats"]
 #: A 429 pauses the batch at least this long, so that even an instant backoff advances the clock
 #: that ``max_rate_limit_wait`` bounds.
 MIN_RATE_LIMIT_PAUSE: Final = 0.05
-#: After a 429 the send rate becomes this fraction of what got through in the last second.
+#: After a 429 the send rate becomes this fraction of the rate that got through in the last
+#: second (or since the batch started, when that is shorter).
 RATE_DECREASE: Final = 0.9
 #: Growth of the send rate per second of successes, as a fraction.
 RATE_INCREASE_PER_SECOND: Final = 0.01
@@ -67,6 +68,7 @@ class BatchGate:
         stats: BulkStats,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
         self._max_rate = max_rate
         self._rate = max_rate
         self._max_rate_limit_wait = max_rate_limit_wait
@@ -132,7 +134,9 @@ class BatchGate:
             self._forget_before(now - _WINDOW)
             through = len(self._recent_successes)
             if through >= MIN_SUCCESSES_TO_PACE:
-                lowered = RATE_DECREASE * through
+                # Early in a batch the window is shorter than a second: divide by what it covers.
+                covered = min(_WINDOW, max(now - self._started, 1e-3))
+                lowered = RATE_DECREASE * through / covered
                 self._rate = lowered if self._rate is None else min(self._rate, lowered)
                 self._stats.send_rate = self._rate
             self._recent_successes.clear()
