@@ -266,7 +266,9 @@ async def gather_notifications(
     Like ``asyncio.gather``, the list is in input order. ``items`` may be any iterable or async
     iterable (a lazy generator included) of ``NotificationCreateParams`` or dicts of ``create()``
     keywords; it is read as items are sent, not ahead. Each item keeps one idempotency key across
-    its retries (its own ``idempotency_key`` if it has one).
+    its retries (its own ``idempotency_key`` if it has one). A 401, 403 or closed client stops
+    the batch at once in both modes: no more requests start and the items not attempted carry
+    ``BatchAbortedError``.
 
     Args:
         client: The client to send through.
@@ -290,9 +292,6 @@ async def gather_notifications(
             outcome (``BatchAbortedError`` for items never attempted), the first failure is its
             ``__cause__``.
         InvalidParamsError: an option is invalid; nothing was sent.
-
-    A 401, 403 or closed client stops the batch at once in both modes: no more requests start and
-    the items not attempted carry ``BatchAbortedError``.
     """
     results: list[NotificationCreateResponse | WhopError | None] = []
 

@@ -78,6 +78,7 @@ class InvalidParamsError(WhopError, ValueError, TypeError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        """The name of the offending parameter, e.g. ``"title"`` or ``"user_ids[2]"``."""
 
 
 class ClientClosedError(WhopError):
@@ -119,10 +120,15 @@ class _ResponseError(APIError):
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        """The HTTP status of the response."""
         self.headers: Mapping[str, str] = headers
+        """The response headers (case-insensitive)."""
         self.body = body
+        """The body parsed as JSON, else its text; ``None`` when empty."""
         self.raw_body = raw_body
+        """The body as text, exactly as received (undecodable bytes replaced)."""
         self.request_id: str | None = headers.get("x-request-id")
+        """Whop's ``x-request-id``, to quote when asking Whop's support."""
 
 
 class APIResponseValidationError(_ResponseError):
@@ -230,6 +236,7 @@ class BulkSendError(WhopError):
     def __init__(self, message: str, results: Sequence[Any]) -> None:
         super().__init__(message)
         self.results: list[Any] = list(results)
+        """One entry per item, in input order: a response or an exception."""
 
 
 class BatchAbortedError(WhopError):

@@ -99,7 +99,7 @@ class NotificationCreateParams:
     """One notification to send: exactly one audience, a title and a content.
 
     Build these ahead of time (for example from a database query) and hand them to
-    ``client.notifications.create(params=...)`` or ``gather_notifications``. Construction
+    ``client.notifications.send(params)`` or ``gather_notifications``. Construction
     validates every field and raises ``InvalidParamsError`` naming the first bad one.
     """
 
