@@ -63,10 +63,13 @@ def make_converter() -> cattrs.Converter:
 converter = make_converter()
 
 
+# json.dumps() builds a new encoder on every call with non-default options; build ours once.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dump_params(params: NotificationCreateParams) -> bytes:
     """Serialize ``params`` once into the compact UTF-8 JSON body of the request."""
-    body = converter.unstructure(params)
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(converter.unstructure(params)).encode()
 
 
 def load_response(payload: Any) -> NotificationCreateResponse:

@@ -140,14 +140,14 @@ class NotificationCreateParams:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> NotificationCreateParams:
         """Build from a dict of ``create()`` keywords, naming any unknown key in the error."""
-        unknown = sorted(set(values) - _FIELD_NAMES)
-        if unknown:
+        if not _FIELD_NAMES.issuperset(values):
+            unknown = sorted(set(values) - _FIELD_NAMES)[0]
             raise InvalidParamsError(
-                unknown[0], f"unknown parameter; expected some of {sorted(_FIELD_NAMES)}"
+                unknown, f"unknown parameter; expected some of {sorted(_FIELD_NAMES)}"
             )
-        missing = sorted(name for name in ("title", "content") if name not in values)
-        if missing:
-            raise InvalidParamsError(missing[0], "is required")
+        for name in ("title", "content"):
+            if name not in values:
+                raise InvalidParamsError(name, "is required")
         return cls(**values)
 
 

@@ -150,25 +150,6 @@ async def _attempt(
     return RawResponse(status, response_headers, raw)
 
 
-async def _gated_attempt(
-    gate: Gate,
-    pool: Pool,
-    config: ClientConfig,
-    url: URL,
-    headers: Mapping[str, str],
-    body: bytes,
-) -> RawResponse | APIConnectionError:
-    await gate.acquire()
-    status: int | None = None
-    try:
-        result = await _attempt(pool, config, url, headers, body)
-        if isinstance(result, RawResponse):
-            status = result.status
-        return result
-    finally:
-        gate.release(status)
-
-
 async def post(
     config: ClientConfig,
     pool: Pool,
@@ -197,7 +178,14 @@ async def post(
         if gate is None:
             result = await _attempt(pool, config, url, headers, body)
         else:
-            result = await _gated_attempt(gate, pool, config, url, headers, body)
+            await gate.acquire()
+            result_or_none: RawResponse | APIConnectionError | None = None
+            try:
+                result = result_or_none = await _attempt(pool, config, url, headers, body)
+            finally:
+                gate.release(
+                    result_or_none.status if isinstance(result_or_none, RawResponse) else None
+                )
         error: APIStatusError | APIConnectionError
         if isinstance(result, RawResponse):
             _log_attempt(url, result, retries_done, config.max_retries, loop.time() - started)
