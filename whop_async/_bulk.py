@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
@@ -333,7 +341,7 @@ async def iter_notifications(
     max_rate: float | None = None,
     max_rate_limit_wait: float = DEFAULT_MAX_RATE_LIMIT_WAIT,
     stats: BulkStats | None = None,
-) -> AsyncIterator[BulkOutcome]:
+) -> AsyncGenerator[BulkOutcome, None]:
     """Send many notifications and yield each item's ``BulkOutcome`` as it completes.
 
     The streaming twin of ``gather_notifications`` for batches too large to hold results: memory

@@ -4,9 +4,12 @@ One gate serves a whole batch. It does three things the batch needs and a single
 
 * a 429 pauses every worker until the server's ``Retry-After`` (not each on its own), and that
   retry does not use the item's retry budget; the total time paused is bounded;
-* after a 429 the batch paces itself (AIMD on the send rate): the rate drops to 90% of what got
-  through in the last second, then grows back by about 1% a second, so it settles just under
-  the server's limit instead of hitting it again and again; ``max_rate`` caps it from the start;
+* when 429s are a real share of the last second's answers (10% or more: the batch is sending
+  faster than the server allows), the batch paces itself (AIMD on the send rate): the rate drops
+  to 90% of what got through in that second, at most once a second, then grows back by about 1%
+  a second, so it settles just under the server's limit instead of hitting it again and again.
+  A stray 429 now and then pauses the batch but does not slow it down for good. ``max_rate``
+  caps the rate from the start;
 * a fatal failure (401, 403, closed client) turns every later attempt into ``BatchAbortedError``.
 """
 
@@ -25,13 +28,16 @@ __all__ = ["BatchGate", "BulkStats"]
 #: A 429 pauses the batch at least this long, so that even an instant backoff advances the clock
 #: that ``max_rate_limit_wait`` bounds.
 MIN_RATE_LIMIT_PAUSE: Final = 0.05
-#: After a 429 the send rate becomes this fraction of the rate that got through in the last
-#: second (or since the batch started, when that is shorter).
+#: The send rate is lowered only when 429s are at least this share of the last second's answers.
+RATE_LIMITED_SHARE: Final = 0.1
+#: ... and only when the last second holds at least this many successes and two 429s: fewer say
+#: nothing useful about the server's limit.
+MIN_SUCCESSES_TO_PACE: Final = 5
+MIN_429S_TO_PACE: Final = 2
+#: A lowered send rate is this fraction of the successes of the last second.
 RATE_DECREASE: Final = 0.9
 #: Growth of the send rate per second of successes, as a fraction.
 RATE_INCREASE_PER_SECOND: Final = 0.01
-#: Fewer successes than this in the last second say nothing useful about the server's limit.
-MIN_SUCCESSES_TO_PACE: Final = 5
 _WINDOW: Final = 1.0
 
 
@@ -68,7 +74,6 @@ class BatchGate:
         stats: BulkStats,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._started = self._loop.time()
         self._max_rate = max_rate
         self._rate = max_rate
         self._max_rate_limit_wait = max_rate_limit_wait
@@ -77,6 +82,8 @@ class BatchGate:
         self._pause_until = 0.0
         self._next_send_at = 0.0
         self._recent_successes: deque[float] = deque()
+        self._recent_429s: deque[float] = deque()
+        self._lowered_at = -_WINDOW
         self.abort_cause: BaseException | None = None
 
     def abort(self, cause: BaseException) -> None:
@@ -115,7 +122,7 @@ class BatchGate:
             return
         now = self._loop.time()
         self._recent_successes.append(now)
-        self._forget_before(now - _WINDOW)
+        _forget_before(self._recent_successes, now - _WINDOW)
         if self._rate is not None:
             grown = self._rate * (1.0 + RATE_INCREASE_PER_SECOND / self._rate)
             self._rate = grown if self._max_rate is None else min(grown, self._max_rate)
@@ -124,22 +131,13 @@ class BatchGate:
     def rate_limited(self, delay: float) -> bool:
         """Pause the batch for ``delay`` seconds after a 429; False once the wait bound is spent.
 
-        The first 429 of an episode (one that arrives while no pause is in force) also lowers
-        the send rate.
+        Also lowers the send rate when 429s have become a real share of the answers.
         """
         self._stats.rate_limited += 1
         now = self._loop.time()
+        self._recent_429s.append(now)
+        self._maybe_lower_rate(now)
         delay = max(delay, MIN_RATE_LIMIT_PAUSE)
-        if now >= self._pause_until:
-            self._forget_before(now - _WINDOW)
-            through = len(self._recent_successes)
-            if through >= MIN_SUCCESSES_TO_PACE:
-                # Early in a batch the window is shorter than a second: divide by what it covers.
-                covered = min(_WINDOW, max(now - self._started, 1e-3))
-                lowered = RATE_DECREASE * through / covered
-                self._rate = lowered if self._rate is None else min(self._rate, lowered)
-                self._stats.send_rate = self._rate
-            self._recent_successes.clear()
         resume_at = now + delay
         if resume_at > self._pause_until:
             added = resume_at - max(now, self._pause_until)
@@ -149,11 +147,30 @@ class BatchGate:
             self._pause_until = resume_at
         return True
 
-    def _forget_before(self, moment: float) -> None:
-        recent = self._recent_successes
-        while recent and recent[0] < moment:
-            recent.popleft()
+    def _maybe_lower_rate(self, now: float) -> None:
+        if now - self._lowered_at < _WINDOW:
+            return
+        _forget_before(self._recent_successes, now - _WINDOW)
+        _forget_before(self._recent_429s, now - _WINDOW)
+        successes, limited = len(self._recent_successes), len(self._recent_429s)
+        if (
+            successes < MIN_SUCCESSES_TO_PACE
+            or limited < MIN_429S_TO_PACE
+            or limited < RATE_LIMITED_SHARE * (successes + limited)
+        ):
+            return
+        # What got through in the last second is what the server allows in a second, whether
+        # it came in a burst (a token bucket refilled) or spread over the whole second.
+        lowered = RATE_DECREASE * successes / _WINDOW
+        self._rate = lowered if self._rate is None else min(self._rate, lowered)
+        self._stats.send_rate = self._rate
+        self._lowered_at = now
 
     def retrying(self) -> None:
         """Count a retry that uses the item's own budget."""
         self._stats.retries += 1
+
+
+def _forget_before(moments: deque[float], moment: float) -> None:
+    while moments and moments[0] < moment:
+        moments.popleft()
