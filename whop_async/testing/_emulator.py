@@ -105,6 +105,8 @@ class RandomFaults:
     """The ``Retry-After`` of an injected 429."""
     retry_after_ms: str | None = None
     """Also send ``retry-after-ms`` with an injected 429 (clients read it first): short soaks."""
+    rate_limits: bool = True
+    """Whether 429s are among the faults; without them the faults are the other three."""
 
 
 @attrs.frozen
@@ -422,7 +424,7 @@ class WhopEmulator:
         faults = self.random_faults
         if faults is None or self._random.random() >= faults.rate:
             return None
-        kind = self._random.randrange(4)
+        kind = self._random.randrange(4 if faults.rate_limits else 3)
         if kind == 0:
             return ScriptedResponse(status=500, body={"error": {"message": "Injected 500"}})
         if kind == 1:
