@@ -8,14 +8,13 @@ fixtures.
 
 from __future__ import annotations
 
-from ._emulator import (
-    DEFAULT_API_KEY,
+from ._emulator import DEFAULT_API_KEY, WhopEmulator
+from ._script import (
     Fault,
     RandomFaults,
     ReceivedNotification,
     ReceivedRequest,
     ScriptedResponse,
-    WhopEmulator,
 )
 
 __all__ = [

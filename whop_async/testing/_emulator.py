@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import math
 import random
@@ -21,112 +20,17 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Final
 
-import attrs
 from aiohttp import web
 
-__all__ = [
-    "DEFAULT_API_KEY",
-    "Fault",
-    "RandomFaults",
-    "ReceivedNotification",
-    "ReceivedRequest",
-    "ScriptedResponse",
-    "WhopEmulator",
-]
+from ._script import Fault, RandomFaults, ReceivedNotification, ReceivedRequest, ScriptedResponse
+from ._whop_rules import json_error, request_id, validate_notification
+
+__all__ = ["DEFAULT_API_KEY", "WhopEmulator"]
 
 #: The key the emulator accepts unless told otherwise.
 DEFAULT_API_KEY: Final = "whop_test_key"
 #: An endless body stops after this many bytes even if the client never hangs up.
 _ENDLESS_BODY_LIMIT: Final = 256 * 1024 * 1024
-
-_NOTIFICATION_FIELDS: Final = {
-    "company_id": "string",
-    "experience_id": "string",
-    "title": "string",
-    "content": "string",
-    "user_ids": "ids",
-    "icon_user_id": "id",
-    "subtitle": "string",
-    "rest_path": "string",
-}
-
-
-class Fault(enum.Enum):
-    """How a scripted response misbehaves at the connection level."""
-
-    NONE = "none"
-    """Answer normally with the scripted status, headers and body."""
-    DROP = "drop"
-    """Close the connection without answering; the notification is not stored."""
-    ACCEPT_THEN_DROP = "accept_then_drop"
-    """Store the notification (as if queued), then close without answering."""
-    HANG = "hang"
-    """Never answer; the client's timeout has to end it."""
-    TRUNCATE = "truncate"
-    """Send the headers and half the body, announcing its full length, then close."""
-    SLOW_BODY = "slow_body"
-    """Send the headers at once, then the body one byte per ``delay`` seconds."""
-    ENDLESS_BODY = "endless_body"
-    """Send the headers, then the body over and over (no declared length) until the client
-    hangs up: a body far larger than any client should read."""
-
-
-@attrs.frozen(kw_only=True)
-class ScriptedResponse:
-    """One answer the emulator gives instead of its normal behaviour, in the order queued."""
-
-    status: int = 200
-    """The HTTP status."""
-    body: Any = attrs.field(factory=lambda: {"success": True})
-    """JSON-able data, or ``bytes``/``str`` sent as they are."""
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    """Extra response headers, e.g. ``{"Retry-After": "1"}``."""
-    delay: float = 0.0
-    """Seconds to wait before answering (before the headers: a slow server)."""
-    fault: Fault = Fault.NONE
-    """A connection-level misbehaviour."""
-    content_type: str = "application/json"
-    """The ``Content-Type`` of a ``bytes``/``str`` body."""
-
-
-@attrs.frozen(kw_only=True)
-class RandomFaults:
-    """Faults injected at random into a fraction of requests (for soak tests).
-
-    Each request draws once: with probability ``rate`` it meets one of the faults, chosen
-    uniformly: a 500, a dropped connection, a stored-then-dropped one, or a 429 with Retry-After.
-    """
-
-    rate: float = 0.05
-    """The fraction of requests that meet a fault."""
-    seed: int = 0
-    """Seeds the draws, so a run can be repeated."""
-    retry_after: str = "1"
-    """The ``Retry-After`` of an injected 429."""
-    retry_after_ms: str | None = None
-    """Also send ``retry-after-ms`` with an injected 429 (clients read it first): short soaks."""
-    rate_limits: bool = True
-    """Whether 429s are among the faults; without them the faults are the other three."""
-
-
-@attrs.frozen
-class ReceivedRequest:
-    """A request the emulator saw, whatever it answered."""
-
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes
-    received_at: float
-
-
-@attrs.frozen
-class ReceivedNotification:
-    """A notification the emulator accepted (queued), once per idempotency key."""
-
-    body: Mapping[str, Any]
-    headers: Mapping[str, str]
-    idempotency_key: str | None
 
 
 class _StoredResult:
@@ -285,7 +189,7 @@ class WhopEmulator:
     async def _handle_other(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
         return self._count(
-            _json_error(404, f"No route for {request.method} {request.path}", "not_found")
+            json_error(404, f"No route for {request.method} {request.path}", "not_found")
         )
 
     async def _handle_notification(self, request: web.Request) -> web.StreamResponse:
@@ -328,7 +232,7 @@ class WhopEmulator:
         if self.rate_limit is not None and not self._take_token():
             wait = (1 - self._tokens) / self.rate_limit
             return self._count(
-                _json_error(
+                json_error(
                     429,
                     "Rate limit exceeded",
                     "rate_limited",
@@ -347,21 +251,21 @@ class WhopEmulator:
         try:
             payload = json.loads(body)
         except ValueError:
-            return _json_error(400, "Request body is not valid JSON", "invalid_json")
-        problem = _validate_notification(payload)
+            return json_error(400, "Request body is not valid JSON", "invalid_json")
+        problem = validate_notification(payload)
         if problem is not None:
-            return _json_error(400 if problem[0] == "bad_request" else 422, problem[1], problem[0])
+            return json_error(400 if problem[0] == "bad_request" else 422, problem[1], problem[0])
         key = request.headers.get("Idempotency-Key")
         if key is not None and key in self._stored:
             stored = self._stored[key]
             if stored.body != body:
-                return _json_error(
+                return json_error(
                     400, "Idempotency-Key was reused with a different body", "idempotency_mismatch"
                 )
             return web.Response(
                 body=stored.response,
                 content_type="application/json",
-                headers={"Idempotent-Replayed": "true", "X-Request-Id": _request_id()},
+                headers={"Idempotent-Replayed": "true", "X-Request-Id": request_id()},
             )
         return self._accept(request, payload, body, key)
 
@@ -375,16 +279,16 @@ class WhopEmulator:
             ReceivedNotification(body=payload, headers=dict(request.headers), idempotency_key=key)
         )
         return web.Response(
-            body=response, content_type="application/json", headers={"X-Request-Id": _request_id()}
+            body=response, content_type="application/json", headers={"X-Request-Id": request_id()}
         )
 
     def _authenticate(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or not token:
-            return _json_error(401, "Missing bearer token", "unauthorized")
+            return json_error(401, "Missing bearer token", "unauthorized")
         if self.api_key is not None and token != self.api_key:
-            return _json_error(401, "Invalid API key", "unauthorized")
+            return json_error(401, "Invalid API key", "unauthorized")
         return None
 
     async def _scripted(
@@ -485,50 +389,3 @@ def _encode(body: Any, content_type: str) -> tuple[bytes, str]:
     if isinstance(body, str):
         return body.encode(), content_type
     return json.dumps(body).encode(), "application/json"
-
-
-def _json_error(
-    status: int, message: str, code: str, *, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        text=json.dumps({"error": {"type": code, "message": message}}),
-        content_type="application/json",
-        headers={"X-Request-Id": _request_id(), **(headers or {})},
-    )
-
-
-def _request_id() -> str:
-    return f"req_{random.getrandbits(64):016x}"
-
-
-def _validate_notification(payload: object) -> tuple[str, str] | None:
-    """Check a body as Whop does: ``(code, message)`` for the first problem, else ``None``."""
-    if not isinstance(payload, dict):
-        return "bad_request", "Request body must be a JSON object"
-    unknown = sorted(set(payload) - set(_NOTIFICATION_FIELDS))
-    if unknown:
-        return "bad_request", f"Unknown field: {unknown[0]}"
-    for name in ("title", "content"):
-        if name not in payload:
-            return "bad_request", f"Missing required field: {name}"
-    for name, kind in _NOTIFICATION_FIELDS.items():
-        if name not in payload or (payload[name] is None and name not in ("title", "content")):
-            continue
-        value = payload[name]
-        if kind == "string" and not isinstance(value, str):
-            return "bad_request", f"{name} must be a string"
-        if kind == "id" and not _is_id(value):
-            return "bad_request", f"{name} must be an ID"
-        if kind == "ids" and not (isinstance(value, list) and all(_is_id(v) for v in value)):
-            return "bad_request", f"{name} must be a list of IDs"
-    if (payload.get("company_id") is None) == (payload.get("experience_id") is None):
-        return "bad_request", "Exactly one of company_id and experience_id is required"
-    for name in ("title", "content"):
-        if not payload[name].strip():
-            return "unprocessable", f"{name} must not be empty"
-    return None
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))

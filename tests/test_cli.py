@@ -1,0 +1,539 @@
+"""The ``whop-async`` command line, run as a real process against the emulator over real sockets.
+
+Each test starts a ``WhopEmulator`` in its own loop and runs ``python -m whop_async`` with
+``asyncio.create_subprocess_exec``, so the emulator keeps serving while the command runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import attrs
+import pytest
+
+from whop_async.testing import WhopEmulator
+
+SECRET_KEY = "sk_cli_test_0123456789abcdef"
+RUN_TIMEOUT = 30.0
+
+
+@attrs.frozen
+class Ran:
+    status: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[WhopEmulator]:
+    async with WhopEmulator(api_key=SECRET_KEY) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def slow_server() -> AsyncIterator[WhopEmulator]:
+    """A healthy server that takes 50 ms per answer, so that a run can be stopped mid-way."""
+    async with WhopEmulator(api_key=SECRET_KEY, response_delay=0.05) as emulator:
+        yield emulator
+
+
+def _env(server: WhopEmulator | None, extra: Mapping[str, str | None] = {}) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("WHOP_API_KEY", "WHOP_BASE_URL", "WHOP_APP_ID")
+    }
+    if server is not None:
+        env["WHOP_API_KEY"] = SECRET_KEY
+        env["WHOP_BASE_URL"] = server.base_url
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+async def start(
+    *args: str | Path, server: WhopEmulator | None, env: Mapping[str, str | None] = {}
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "whop_async",
+        *map(str, args),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(server, env),
+    )
+
+
+async def finish(process: asyncio.subprocess.Process, stdin: bytes = b"") -> Ran:
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), RUN_TIMEOUT)
+    assert process.returncode is not None
+    ran = Ran(process.returncode, stdout.decode(), stderr.decode())
+    assert SECRET_KEY not in ran.stdout + ran.stderr, "the API key was printed"
+    return ran
+
+
+async def run(
+    *args: str | Path,
+    server: WhopEmulator | None,
+    stdin: bytes = b"",
+    env: Mapping[str, str | None] = {},
+) -> Ran:
+    return await finish(await start(*args, server=server, env=env), stdin)
+
+
+def jsonl(*rows: Mapping[str, object]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def titles(server: WhopEmulator) -> list[str]:
+    return [str(notification.body["title"]) for notification in server.notifications]
+
+
+def summary(ran: Ran) -> dict[str, str]:
+    """The summary table on stdout, as label -> first word of the value."""
+    table = {}
+    for line in ran.stdout.splitlines():
+        label, _, value = line.partition("  ")
+        if value.strip():
+            table[label.strip()] = value.split()[0]
+    return table
+
+
+# send
+
+
+async def test_send_prints_the_outcome_and_sends_every_flag(server: WhopEmulator) -> None:
+    ran = await run(
+        "send",
+        "--company-id",
+        "biz_1",
+        "--title",
+        "Hello",
+        "--content",
+        "World",
+        "--user-id",
+        "user_1",
+        "--user-id",
+        "user_2",
+        "--subtitle",
+        "Sub",
+        "--rest-path",
+        "/billing",
+        "--idempotency-key",
+        "send-key-1",
+        server=server,
+    )
+
+    assert ran.status == 0, ran.stderr
+    assert "sent: success=true" in ran.stdout
+    assert "send-key-1" in ran.stdout
+    [notification] = server.notifications
+    assert notification.body == {
+        "company_id": "biz_1",
+        "title": "Hello",
+        "content": "World",
+        "user_ids": ["user_1", "user_2"],
+        "subtitle": "Sub",
+        "rest_path": "/billing",
+    }
+    assert notification.idempotency_key == "send-key-1"
+
+
+async def test_send_refused_by_whop_exits_1_with_the_key_to_retry(server: WhopEmulator) -> None:
+    server.fail_next(1, status=400)
+
+    ran = await run(
+        "send", "--experience-id", "exp_1", "--title", "T", "--content", "C", server=server
+    )
+
+    assert ran.status == 1
+    assert "400" in ran.stderr
+    assert "Idempotency-Key:" in ran.stderr
+
+
+async def test_send_without_an_api_key_is_a_usage_error(server: WhopEmulator) -> None:
+    ran = await run(
+        "send",
+        "--company-id",
+        "biz_1",
+        "--title",
+        "T",
+        "--content",
+        "C",
+        server=server,
+        env={"WHOP_API_KEY": None},
+    )
+
+    assert ran.status == 2
+    assert "WHOP_API_KEY" in ran.stderr
+    assert server.request_count == 0
+
+
+async def test_a_wrong_key_given_as_a_flag_is_never_printed(server: WhopEmulator) -> None:
+    wrong = "sk_wrong_key_do_not_print"
+    ran = await run(
+        "send",
+        "--company-id",
+        "biz_1",
+        "--title",
+        "T",
+        "--content",
+        "C",
+        "--api-key",
+        wrong,
+        "-vv",
+        server=server,
+    )
+
+    assert ran.status == 2
+    assert "401" in ran.stderr
+    assert "POST" in ran.stderr  # the -vv log of the attempt
+    assert wrong not in ran.stdout + ran.stderr
+
+
+# bulk: the happy paths
+
+
+async def test_bulk_csv_sends_every_row_with_keys_from_ids(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        "id,company_id,title,content,user_ids\n"
+        "a1,biz_1,First,Hello,user_1;user_2\n"
+        "a2,biz_1,Second,Hello,user_3 user_4\n"
+        "a3,biz_1,Third,Hello,\n"
+    )
+
+    ran = await run("bulk", rows, server=server)
+
+    assert ran.status == 0, ran.stderr
+    assert sorted(titles(server)) == ["First", "Second", "Third"]
+    bodies = {n.body["title"]: n.body for n in server.notifications}
+    assert bodies["First"]["user_ids"] == ["user_1", "user_2"]
+    assert bodies["Second"]["user_ids"] == ["user_3", "user_4"]
+    assert "user_ids" not in bodies["Third"]
+    assert all("id" not in body for body in bodies.values())
+    assert set(server.idempotency_keys()) == {"row-id:a1", "row-id:a2", "row-id:a3"}
+    table = summary(ran)
+    assert (table["sent"], table["failed"]) == ("3", "0")
+    assert {"elapsed", "rate", "retries", "429s"} <= table.keys()
+    # stderr is a pipe, not a terminal: plain progress lines, not a bar.
+    assert "progress: 3/3 done (3 sent, 0 failed)" in ran.stderr
+
+
+async def test_bulk_jsonl_file(server: WhopEmulator, tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        jsonl(
+            {"experience_id": "exp_1", "title": "One", "content": "C", "user_ids": ["u1"]},
+            {"experience_id": "exp_1", "title": "Two", "content": "C", "icon_user_id": "u2"},
+        )
+    )
+
+    ran = await run("bulk", rows, "--concurrency", "2", server=server)
+
+    assert ran.status == 0, ran.stderr
+    assert sorted(titles(server)) == ["One", "Two"]
+    assert len(set(server.idempotency_keys())) == 2
+
+
+async def test_bulk_from_stdin_reads_jsonl_by_default_and_csv_when_told(
+    server: WhopEmulator,
+) -> None:
+    ran = await run(
+        "bulk",
+        "-",
+        server=server,
+        stdin=jsonl(
+            *({"company_id": "biz_1", "title": f"Piped {n}", "content": "C"} for n in [1, 2])
+        ).encode(),
+    )
+    assert ran.status == 0, ran.stderr
+
+    ran = await run(
+        "bulk",
+        "-",
+        "--format",
+        "csv",
+        server=server,
+        stdin=b"company_id,title,content\nbiz_1,Piped 3,C\n",
+    )
+    assert ran.status == 0, ran.stderr
+
+    assert sorted(titles(server)) == ["Piped 1", "Piped 2", "Piped 3"]
+    assert "progress: 1 done (1 sent, 0 failed)" in ran.stderr  # no total for stdin
+
+
+async def test_rerunning_a_file_sends_the_same_keys(server: WhopEmulator, tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(jsonl(*({"company_id": "b", "title": f"T{n}", "content": "C"} for n in [1, 2])))
+
+    first = await run("bulk", rows, server=server)
+    second = await run("bulk", rows, server=server)
+
+    assert (first.status, second.status) == (0, 0)
+    assert len(server.notifications) == 2  # the second run was replayed, not stored again
+    keys = [request.headers["Idempotency-Key"] for request in server.requests]
+    assert len(keys) == 4
+    assert sorted(keys[:2]) == sorted(keys[2:])
+
+
+# bulk: bad files and dry runs
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("missing.csv", "company_id,content\nbiz_1,C\n", "missing column 'title'"),
+        ("unknown.csv", "company_id,title,content,colour\nbiz_1,T,C,red\n", "'colour'"),
+        (
+            "bad.jsonl",
+            '{"company_id": "b", "title": "T", "content": "C"}\n{"company_id": oops}\n',
+            "line 2: not valid JSON",
+        ),
+        (
+            "unknown.jsonl",
+            '{"company_id": "b", "title": "T", "content": "C"}\n\n'
+            '{"company_id": "b", "title": "T", "content": "C", "colour": "red"}\n',
+            "line 3: unknown key 'colour'",
+        ),
+        ("empty.csv", "", "no rows"),
+        ("empty.jsonl", "\n\n", "no rows"),
+        ("header-only.csv", "company_id,title,content\n", "no rows"),
+        ("rows.txt", "company_id,title,content\n", "--format"),
+    ],
+)
+async def test_a_bad_file_sends_nothing_and_exits_2(
+    server: WhopEmulator, tmp_path: Path, name: str, content: str, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+
+    ran = await run("bulk", path, server=server)
+
+    assert ran.status == 2
+    assert expected in ran.stderr
+    assert server.request_count == 0
+
+
+async def test_a_missing_file_exits_2(server: WhopEmulator, tmp_path: Path) -> None:
+    ran = await run("bulk", tmp_path / "nope.csv", server=server)
+
+    assert ran.status == 2
+    assert "no such file" in ran.stderr
+
+
+async def test_a_bad_line_on_stdin_stops_the_run_there(server: WhopEmulator) -> None:
+    good = {"company_id": "b", "title": "Good", "content": "C"}
+
+    ran = await run(
+        "bulk", "-", "--concurrency", "1", server=server, stdin=(jsonl(good) + "[1]\n").encode()
+    )
+
+    assert ran.status == 2
+    assert "line 2: must be a JSON object" in ran.stderr
+    assert titles(server) == ["Good"]
+
+
+async def test_dry_run_reports_every_bad_row_and_sends_nothing(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        "company_id,experience_id,title,content\n"
+        "biz_1,,Fine,C\n"
+        "biz_1,,,C\n"
+        "biz_1,exp_1,Both,C\n"
+        ",,Neither,C\n"
+    )
+
+    ran = await run("bulk", rows, "--dry-run", server=server, env={"WHOP_API_KEY": None})
+
+    assert ran.status == 1
+    assert "line 3: title: is required" in ran.stderr
+    assert "line 4: company_id: exactly one" in ran.stderr
+    assert "line 5: company_id: exactly one" in ran.stderr
+    assert "line 2" not in ran.stderr
+    assert "4 rows, 1 valid, 3 invalid" in ran.stdout
+    assert server.request_count == 0
+
+
+async def test_dry_run_of_a_good_file_exits_0(server: WhopEmulator, tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(jsonl({"company_id": "b", "title": "T", "content": "C"}))
+
+    ran = await run("bulk", rows, "--dry-run", server=server)
+
+    assert ran.status == 0
+    assert "nothing was sent" in ran.stdout
+    assert server.request_count == 0
+
+
+# bulk: failures
+
+
+async def test_failed_rows_go_to_the_failures_file_and_can_be_sent_again(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        jsonl(
+            {"id": 1, "company_id": "b", "title": "Rejected", "content": "C"},
+            {"id": 2, "company_id": "b", "title": "No content"},
+            {"id": 3, "company_id": "b", "title": "Fine", "content": "C"},
+            {"company_id": "b", "title": "Also fine", "content": "C"},
+        )
+    )
+    failures = tmp_path / "failures.jsonl"
+    server.fail_next(1, status=400)  # the first request: line 1, with one request at a time
+
+    ran = await run("bulk", rows, "--failures", failures, "--concurrency", "1", server=server)
+
+    assert ran.status == 1
+    assert "line 1: Error code: 400" in ran.stderr
+    assert "line 2: content: is required" in ran.stderr
+    assert summary(ran)["failed"] == "2"
+    failed = read_jsonl(failures)
+    assert [(record["_line"], record["title"]) for record in failed] == [
+        (2, "No content"),  # caught while reading, before line 1's answer came back
+        (1, "Rejected"),
+    ] or [(record["_line"], record["title"]) for record in failed] == [
+        (1, "Rejected"),
+        (2, "No content"),
+    ]
+    assert all("_error" in record for record in failed)
+    assert {"_field": "content"}.items() <= next(r for r in failed if r["_line"] == 2).items()
+    assert sorted(titles(server)) == ["Also fine", "Fine"]
+
+    # Fix the bad row and feed the failures back: both go through, with their original keys.
+    fixed = [{**record, "content": record.get("content", "Now with content")} for record in failed]
+    failures.write_text(jsonl(*fixed))
+    again = await run("bulk", failures, server=server)
+
+    assert again.status == 0, again.stderr
+    assert sorted(titles(server)) == ["Also fine", "Fine", "No content", "Rejected"]
+    rejected_key = server.requests[0].headers["Idempotency-Key"]
+    assert rejected_key == "row-id:1"
+    assert server.notifications[-1].idempotency_key in {"row-id:1", "row-id:2"}
+    assert len(set(server.idempotency_keys())) == 4
+
+
+# bulk: journal, kill and Ctrl-C
+
+
+def _campaign(path: Path, count: int) -> None:
+    path.write_text(
+        jsonl(*({"company_id": "biz_1", "title": f"Row {n}", "content": "C"} for n in range(count)))
+    )
+
+
+async def _wait_for_lines(path: Path, count: int) -> None:
+    deadline = asyncio.get_running_loop().time() + RUN_TIMEOUT
+    while not path.exists() or len(path.read_text().splitlines()) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"{path} never reached {count} lines"
+        await asyncio.sleep(0.02)
+
+
+def _journal_keys(path: Path) -> set[str]:
+    return {str(record["key"]) for record in read_jsonl(path)}
+
+
+async def test_a_killed_run_resumes_from_its_journal_without_resending(
+    slow_server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows, journal = tmp_path / "rows.jsonl", tmp_path / "journal.jsonl"
+    _campaign(rows, 120)
+    args = ("bulk", rows, "--journal", journal, "--concurrency", "4")
+
+    process = await start(*args, server=slow_server)
+    await _wait_for_lines(journal, 20)
+    process.kill()
+    await finish(process)
+    assert process.returncode == -signal.SIGKILL
+    confirmed = _journal_keys(journal)
+    assert 20 <= len(confirmed) < 120
+    requests_before = slow_server.request_count
+
+    ran = await run(*args, server=slow_server)
+
+    assert ran.status == 0, ran.stderr
+    assert summary(ran)["skipped"] == str(len(confirmed))
+    # Every row accepted exactly once: nothing lost, nothing stored twice.
+    assert sorted(titles(slow_server)) == sorted(f"Row {n}" for n in range(120))
+    assert len(set(slow_server.idempotency_keys())) == 120
+    # Nothing the journal had confirmed was sent again.
+    resent = slow_server.requests[requests_before:]
+    assert len(resent) == 120 - len(confirmed)
+    assert not {request.headers["Idempotency-Key"] for request in resent} & confirmed
+    assert _journal_keys(journal) == set(slow_server.idempotency_keys())
+
+
+async def test_ctrl_c_stops_cleanly_and_leaves_a_consistent_journal(
+    slow_server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows, journal = tmp_path / "rows.jsonl", tmp_path / "journal.jsonl"
+    _campaign(rows, 200)
+
+    process = await start(
+        "bulk", rows, "--journal", journal, "--concurrency", "4", server=slow_server
+    )
+    await _wait_for_lines(journal, 10)
+    process.send_signal(signal.SIGINT)
+    ran = await finish(process)
+
+    assert ran.status == 130
+    assert "Interrupted:" in ran.stderr
+    assert "journal" in ran.stderr
+    sent = int(summary(ran)["sent"])
+    assert 10 <= sent < 200
+    # The rows in flight were let finish: the journal holds exactly what the server accepted.
+    assert len(read_jsonl(journal)) == sent
+    assert _journal_keys(journal) == set(slow_server.idempotency_keys())
+
+
+# demo
+
+
+async def test_demo_needs_no_account_and_reports_what_the_emulator_got() -> None:
+    ran = await run("demo", "--count", "200", server=None)
+
+    assert ran.status == 0, ran.stderr
+    assert "accepted       200 notifications" in ran.stdout
+    assert "distinct keys  200" in ran.stdout
+    assert "statuses       200: 200" in ran.stdout
+    assert summary(ran)["sent"] == "200"
+    assert "progress: 200/200 done" in ran.stderr
+
+
+async def test_demo_with_faults_retries_its_way_through() -> None:
+    ran = await run("demo", "--count", "100", "--faults", "0.1", server=None)
+
+    assert ran.status == 0, ran.stderr
+    assert "accepted       100 notifications" in ran.stdout
+    assert "distinct keys  100" in ran.stdout
+    table = summary(ran)
+    assert int(table["retries"]) + int(table["429s"]) > 0
+
+
+async def test_usage_errors_exit_2() -> None:
+    ran = await run("bulk", server=None)
+    assert ran.status == 2
+    ran = await run("demo", "--count", "0", server=None)
+    assert ran.status == 2
+    assert "at least 1" in ran.stderr

@@ -1,0 +1,237 @@
+"""The ``whop-async`` command: its arguments, and which command runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from .._bulk import DEFAULT_CONCURRENCY
+from .._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from .._version import __version__
+from ._shared import EXIT_INTERRUPTED, EXIT_USAGE, Output, UsageError, api_key_from
+
+__all__ = ["build_parser", "main"]
+
+_DESCRIPTION = """\
+Send Whop notifications from the command line: one (send), many from a CSV or JSON Lines file
+(bulk), or a thousand to a local emulator to see it work (demo, no Whop account needed).
+"""
+
+_BULK_EPILOG = """\
+FILE holds one notification per row. CSV: a header row of create() keywords (title, content,
+company_id or experience_id, user_ids, subtitle, rest_path, icon_user_id, idempotency_key);
+user_ids separated by spaces or semicolons. JSON Lines: one object of the same keywords per line.
+An "id" column names the row: it makes the row's idempotency key and is not sent.
+
+Each row is sent with an idempotency key derived from the row (its idempotency_key, else its id,
+else the file, line and content), so re-running the same file is safe; with --journal a re-run
+also skips the rows already confirmed. Exit status: 0 all sent, 1 some failed, 2 bad arguments,
+file or configuration, 130 interrupted.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log retries (-v) or every attempt (-vv) to stderr; the API key is never shown",
+    )
+
+
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection (flags win over the environment)")
+    group.add_argument(
+        "--api-key", help="the API key (default: $WHOP_API_KEY; prefer the variable)"
+    )
+    group.add_argument("--base-url", help="the API root (default: $WHOP_BASE_URL or Whop's)")
+    group.add_argument("--app-id", help="sent as X-Whop-App-Id (default: $WHOP_APP_ID)")
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds one attempt may take (default: {DEFAULT_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_RETRIES,
+        metavar="N",
+        help=f"retries after the first attempt (default: {DEFAULT_MAX_RETRIES})",
+    )
+
+
+def _add_pace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"requests in flight at most (default: {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--max-rate",
+        type=_positive_float,
+        metavar="PER_SECOND",
+        help="requests per second at most (default: no limit but Whop's 429s)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``whop-async``."""
+    parser = argparse.ArgumentParser(prog="whop-async", description=_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"whop-async {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    send = commands.add_parser("send", help="send one notification and print the outcome")
+    audience = send.add_mutually_exclusive_group(required=True)
+    audience.add_argument("--company-id", help="send to this company's team (biz_...)")
+    audience.add_argument("--experience-id", help="send to this experience's users (exp_...)")
+    send.add_argument("--title", required=True, help="the headline")
+    send.add_argument("--content", required=True, help="the body text")
+    send.add_argument(
+        "--user-id",
+        dest="user_ids",
+        action="append",
+        metavar="ID",
+        help="only this user of the audience (repeat for more)",
+    )
+    send.add_argument("--subtitle", help="a line under the title")
+    send.add_argument("--rest-path", help="a path appended to the app's deep link")
+    send.add_argument("--icon-user-id", help="the user whose picture is the icon")
+    send.add_argument("--idempotency-key", help="the key to send (default: a new UUID, printed)")
+    _add_connection(send)
+    _add_common(send)
+
+    bulk = commands.add_parser(
+        "bulk",
+        help="send every row of a CSV or JSON Lines file",
+        description="Send one notification per row of FILE (- for stdin).",
+        epilog=_BULK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bulk.add_argument("file", metavar="FILE", help="a .csv or .jsonl file, or - for stdin")
+    bulk.add_argument(
+        "--format",
+        choices=("csv", "jsonl"),
+        help="the file's format (default: from its extension; jsonl for stdin)",
+    )
+    bulk.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every row and report the bad ones by line; send nothing",
+    )
+    bulk.add_argument(
+        "--failures",
+        metavar="OUT.jsonl",
+        help="write every row that failed, with _line and _error, ready to be sent again",
+    )
+    bulk.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="record each row as it is confirmed; a re-run with it skips what was sent",
+    )
+    _add_pace(bulk)
+    _add_connection(bulk)
+    _add_common(bulk)
+
+    demo = commands.add_parser(
+        "demo",
+        help="bulk-send to a built-in Whop emulator on loopback (no account needed)",
+        description="Start the built-in Whop emulator on 127.0.0.1 and bulk-send to it through "
+        "the real client, then show what the emulator received. Needs no API key.",
+    )
+    demo.add_argument(
+        "--count", type=_positive_int, default=1000, metavar="N", help="how many (default: 1000)"
+    )
+    demo.add_argument(
+        "--faults",
+        type=_fraction,
+        nargs="?",
+        const=0.05,
+        metavar="RATE",
+        help="inject random faults (500s, dropped connections, 429s) into this fraction of "
+        "requests (default when given: 0.05) to watch the retries",
+    )
+    _add_pace(demo)
+    _add_common(demo)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run ``whop-async`` and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    output = Output(
+        api_key=api_key_from(args),
+        stdout=stdout if stdout is not None else sys.stdout,
+        stderr=stderr if stderr is not None else sys.stderr,
+    )
+    output.log_to_stderr(args.verbose)
+    try:
+        if args.command == "send":
+            from ._send import run_send
+
+            return run_send(args, output)
+        if args.command == "bulk":
+            from ._bulk import run_bulk
+
+            return run_bulk(args, output)
+        from ._demo import run_demo
+
+        return run_demo(args, output)
+    except UsageError as exc:
+        output.error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # where the loop could not take over SIGINT
+        output.note("Interrupted.")
+        return EXIT_INTERRUPTED

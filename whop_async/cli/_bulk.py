@@ -1,0 +1,420 @@
+"""``whop-async bulk FILE``: every row of a file through ``iter_notifications``.
+
+A file is read twice: once up front to check it (a bad file sends nothing, and the count gives the
+progress bar its total), then again as it is sent. stdin is read once, as it is sent. Rows are read
+in a thread so that a slow pipe never stalls the requests in flight, and only the rows in flight
+are held in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import IO, Any, Final, TypeVar
+
+import attrs
+
+from .._bulk import iter_notifications
+from .._client import AsyncWhop
+from .._exceptions import (
+    AuthenticationError,
+    BatchAbortedError,
+    InvalidParamsError,
+    PermissionDeniedError,
+    WhopError,
+)
+from .._gate import BulkStats
+from .._models import NotificationCreateParams
+from ._journal import Journal, JournalError
+from ._progress import Progress, make_progress
+from ._rows import FileProblem, Format, ReadError, Row, file_identity, guess_format, read_rows
+from ._shared import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Interrupt,
+    Output,
+    UsageError,
+    make_client,
+    print_summary,
+)
+
+__all__ = ["run_bulk"]
+
+#: Failures (or unreadable lines) reported one by one on stderr before the rest are only counted.
+MAX_REPORTED: Final = 20
+#: Rows read ahead of the senders.
+READ_AHEAD: Final = 256
+
+_T = TypeVar("_T")
+
+
+@attrs.define
+class _Input:
+    path: str
+    format: Format
+    identity: str
+
+    def rows(self) -> Iterator[Row | FileProblem]:
+        """Open the input and yield its rows; the file is closed when the iteration ends."""
+        if self.path != "-":
+            stream = open(self.path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+        else:
+            try:  # a copy of the descriptor, which a reader thread may keep blocked at exit
+                stream = open(os.dup(sys.stdin.fileno()), encoding="utf-8-sig", newline="")  # noqa: SIM115
+            except (AttributeError, OSError, ValueError):  # stdin is not a file (embedded use)
+                yield from read_rows(sys.stdin, format=self.format, identity=self.identity)
+                return
+        with stream:
+            yield from read_rows(stream, format=self.format, identity=self.identity)
+
+
+def run_bulk(args: argparse.Namespace, output: Output) -> int:
+    """Check the file, then send it (or, with ``--dry-run``, only check it)."""
+    source = _resolve_input(args)
+    journal = Journal(args.journal) if args.journal else None
+    if journal is not None:
+        _check_distinct(source.path, args.journal, "--journal")
+        try:
+            journal.load()
+        except JournalError as exc:
+            raise UsageError(str(exc)) from None
+    if args.failures:
+        _check_distinct(source.path, args.failures, "--failures")
+    sent_before = journal.sent if journal is not None else set()
+    if args.dry_run:
+        return _dry_run(source, sent_before, output)
+    client = make_client(args, concurrency=args.concurrency)
+    total: int | None = None
+    if source.path != "-":
+        scan = _scan(source, sent_before, output)
+        if scan.problems:
+            output.error(f"{source.path}: {scan.problems} unreadable line(s); nothing was sent")
+            return EXIT_USAGE
+        total = scan.rows - scan.skipped
+    failures = _Failures(args.failures) if args.failures else None
+    try:
+        if journal is not None:
+            journal.open()
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    run = _Run(args, output, source, journal, failures, total)
+    try:
+        return asyncio.run(run.main(client))
+    finally:
+        if journal is not None:
+            journal.close()
+        if failures is not None:
+            failures.close()
+
+
+def _resolve_input(args: argparse.Namespace) -> _Input:
+    path: str = args.file
+    fmt: Format | None = args.format
+    if fmt is None:
+        fmt = "jsonl" if path == "-" else guess_format(path)
+    if fmt is None:
+        raise UsageError(
+            f"cannot tell the format of {path} from its name: pass --format csv or --format jsonl"
+        )
+    if path != "-" and not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file")
+    return _Input(path, fmt, file_identity(path))
+
+
+def _check_distinct(path: str, other: str, option: str) -> None:
+    if path != "-" and os.path.exists(other) and os.path.samefile(path, other):
+        raise UsageError(f"{option} must not be the input file itself")
+
+
+@attrs.define
+class _Scan:
+    rows: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    problems: int = 0
+
+
+def _scan(
+    source: _Input,
+    sent_before: set[str],
+    output: Output,
+    on_invalid: Callable[[Row], None] | None = None,
+) -> _Scan:
+    """Read the whole input once, reporting unreadable lines (and bad rows, if asked)."""
+    scan = _Scan()
+    try:
+        for item in source.rows():
+            if isinstance(item, FileProblem):
+                scan.problems += 1
+                if on_invalid is not None or scan.problems <= MAX_REPORTED:
+                    output.note(f"{source.path}: {item}")
+                continue
+            scan.rows += 1
+            if item.idempotency_key in sent_before:
+                scan.skipped += 1
+            if item.error is not None:
+                scan.invalid += 1
+                if on_invalid is not None:
+                    on_invalid(item)
+    except (ReadError, OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{source.path}: {_read_error(exc)}") from None
+    return scan
+
+
+def _read_error(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+    return str(exc)
+
+
+def _dry_run(source: _Input, sent_before: set[str], output: Output) -> int:
+    def report(row: Row) -> None:
+        output.note(f"{source.path}: line {row.line}: {row.error}")
+
+    scan = _scan(source, sent_before, output, on_invalid=report)
+    output.result(
+        f"dry run: {scan.rows} rows, {scan.rows - scan.invalid} valid, {scan.invalid} invalid, "
+        f"{scan.problems} unreadable line(s), {scan.skipped} already in the journal; "
+        "nothing was sent"
+    )
+    if scan.problems:
+        return EXIT_USAGE
+    return EXIT_FAILED if scan.invalid else EXIT_OK
+
+
+class _Failures:
+    """The ``--failures`` file: each failed row as read, plus where and why it failed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.count = 0
+        try:
+            self._file: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot write the failures file: {exc}") from None
+
+    def write(self, row: Row, error: WhopError) -> None:
+        record: dict[str, Any] = dict(row.values)
+        record.setdefault("idempotency_key", row.idempotency_key)
+        record["_line"] = row.line
+        record["_error"] = str(error)
+        if isinstance(error, InvalidParamsError):
+            record["_field"] = error.field
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+_FATAL: Final = (AuthenticationError, PermissionDeniedError)
+
+
+class _Run:
+    """One send of the input: the rows in flight, the counts, and how it ended."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        output: Output,
+        source: _Input,
+        journal: Journal | None,
+        failures: _Failures | None,
+        total: int | None,
+    ) -> None:
+        self._args = args
+        self._output = output
+        self._source = source
+        self._journal = journal
+        self._failures = failures
+        self._total = total
+        self._in_flight: dict[int, Row] = {}
+        self._progress: Progress | None = None
+        self.sent = 0
+        self.failed = 0
+        self.skipped = 0
+        self.reported = 0
+        self.problem: str | None = None
+        self.fatal: WhopError | None = None
+
+    async def main(self, client: AsyncWhop) -> int:
+        output = self._output
+        interrupt = Interrupt(output)
+        interrupt.install()
+        stop = interrupt.requested
+        stats = BulkStats()
+        self._progress = progress = make_progress(
+            total=self._total, stream=output.stderr, enabled=not self._args.no_progress
+        )
+        started = time.monotonic()
+        try:
+            async with (
+                client,
+                contextlib.aclosing(
+                    iter_notifications(
+                        client,
+                        self._items(stop),
+                        concurrency=self._args.concurrency,
+                        max_rate=self._args.max_rate,
+                        stats=stats,
+                    )
+                ) as outcomes,
+            ):
+                async for outcome in outcomes:
+                    row = self._in_flight.pop(outcome.index)
+                    if outcome.error is None:
+                        self._sent(row)
+                    else:
+                        self._failed(row, outcome.error)
+                        if isinstance(outcome.error, _FATAL) and self.fatal is None:
+                            self.fatal = outcome.error
+                            stop.set()
+        except asyncio.CancelledError:
+            if not interrupt.forced:
+                raise
+        finally:
+            progress.close()
+            self._summarize(time.monotonic() - started, stats)
+        return self._exit_status(interrupt)
+
+    async def _items(self, stop: asyncio.Event) -> AsyncIterator[NotificationCreateParams]:
+        index = 0
+        try:
+            async for item in _read_in_thread(self._source.rows, stop):
+                if isinstance(item, FileProblem):
+                    self.problem = f"{self._source.path}: {item}"
+                    return
+                if self._journal is not None and item.idempotency_key in self._journal:
+                    self.skipped += 1
+                    continue
+                if item.params is None:
+                    assert item.error is not None
+                    self._failed(item, item.error)
+                    continue
+                self._in_flight[index] = item
+                index += 1
+                yield item.params
+        except (ReadError, OSError, UnicodeDecodeError) as exc:
+            self.problem = f"{self._source.path}: {_read_error(exc)}"
+
+    def _sent(self, row: Row) -> None:
+        if self._journal is not None:
+            self._journal.record(row.idempotency_key, row.line)
+        self.sent += 1
+        assert self._progress is not None
+        self._progress.advance(ok=True)
+
+    def _failed(self, row: Row, error: WhopError) -> None:
+        self.failed += 1
+        if self._failures is not None:
+            self._failures.write(row, error)
+        assert self._progress is not None
+        self._progress.advance(ok=False)
+        if isinstance(error, (BatchAbortedError, *_FATAL)):  # reported once, at the end
+            return
+        self.reported += 1
+        if self.reported <= MAX_REPORTED:
+            self._progress.log(self._output.redact(f"line {row.line}: {error}"))
+        elif self.reported == MAX_REPORTED + 1:
+            where = f" (all are in {self._failures.path})" if self._failures else ""
+            self._progress.log(f"... more failures are not shown{where}")
+
+    def _summarize(self, elapsed: float, stats: BulkStats) -> None:
+        notes: list[tuple[str, str]] = []
+        if self._failures is not None and self._failures.count:
+            notes.append(("failures", f"written to {self._failures.path}"))
+        print_summary(
+            self._output,
+            sent=self.sent,
+            failed=self.failed,
+            skipped=self.skipped if self._journal is not None else None,
+            elapsed=elapsed,
+            stats=stats,
+            notes=notes,
+        )
+
+    def _exit_status(self, interrupt: Interrupt) -> int:
+        output = self._output
+        if self.problem is not None:
+            output.error(f"{self.problem}; stopped reading there")
+            return EXIT_USAGE
+        if self.fatal is not None:
+            output.error(f"{self.fatal}: check the API key and its permissions")
+            return EXIT_USAGE
+        if interrupt.requested.is_set():
+            if self._journal is not None:
+                resume = f"run the same command again: the journal {self._journal.path} skips them"
+            else:
+                resume = "re-running resends them with the same idempotency keys"
+            output.note(f"Interrupted: {self.sent} sent before stopping; {resume}.")
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+
+_DONE: Final = object()
+
+
+async def _read_in_thread(
+    produce: Callable[[], Iterator[_T]], stop: asyncio.Event
+) -> AsyncIterator[_T]:
+    """Iterate ``produce()`` in a daemon thread, ``READ_AHEAD`` items ahead; end when ``stop``.
+
+    A blocking read (a quiet pipe) then never stalls the event loop, and a stop never waits for it.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue()
+    room = threading.Semaphore(READ_AHEAD)
+    finished = threading.Event()
+
+    def hand_over(item: object, error: BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (item, error))
+        except RuntimeError:  # the loop is closed: nobody is reading any more
+            finished.set()
+
+    def pump() -> None:
+        try:
+            for item in produce():
+                while not room.acquire(timeout=0.2):
+                    if finished.is_set():
+                        return
+                if finished.is_set():
+                    return
+                hand_over(item, None)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the reading task
+            hand_over(_DONE, exc)
+        else:
+            hand_over(_DONE, None)
+
+    threading.Thread(target=pump, name="whop-async-reader", daemon=True).start()
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            if queue.empty():
+                getting = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
+                    getting.cancel()
+                    return
+                item, error = getting.result()
+            else:
+                item, error = queue.get_nowait()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            room.release()
+            yield item  # type: ignore[misc]
+    finally:
+        finished.set()
+        stopping.cancel()

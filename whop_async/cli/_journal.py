@@ -1,0 +1,93 @@
+"""The journal of a bulk send: one JSON line per row Whop confirmed, written as it is confirmed.
+
+Each record is appended and flushed at once, so a killed process loses at most the rows that were
+in flight; those are resent on the next run with the same idempotency keys, which Whop
+deduplicates. A re-run reads the journal first and skips every key in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO
+
+__all__ = ["Journal", "JournalError"]
+
+
+class JournalError(Exception):
+    """The journal cannot be read or written."""
+
+
+class Journal:
+    """An append-only record of sent rows, keyed by idempotency key."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sent: set[str] = set()
+        self._file: IO[str] | None = None
+        self._ends_mid_line = False
+
+    def load(self) -> None:
+        """Read the keys already recorded; a missing file is an empty journal.
+
+        A last line cut short by a crash is ignored (its row was never confirmed).
+
+        Raises:
+            JournalError: the file cannot be read, or holds something else.
+        """
+        self._ends_mid_line = False
+        try:
+            with open(self.path, encoding="utf-8") as existing:
+                for line_number, line in enumerate(existing, start=1):
+                    self._ends_mid_line = not line.endswith("\n")
+                    self._load(line, line_number, last=self._ends_mid_line)
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError) as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}") from None
+
+    def open(self) -> None:
+        """Open the journal for appending (after ``load``).
+
+        Raises:
+            JournalError: the file cannot be created or written.
+        """
+        try:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
+        if self._ends_mid_line:
+            self._file.write("\n")
+
+    def _load(self, line: str, line_number: int, *, last: bool) -> None:
+        if not line.strip():
+            return
+        try:
+            record = json.loads(line)
+            key = record["key"]
+        except (ValueError, TypeError, KeyError):
+            if last:
+                return
+            raise JournalError(
+                f"{self.path}, line {line_number}: not a journal record; is this the right file?"
+            ) from None
+        if not isinstance(key, str):
+            raise JournalError(f"{self.path}, line {line_number}: the key is not a string")
+        self.sent.add(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.sent
+
+    def record(self, key: str, line: int) -> None:
+        """Append one confirmed row and flush it to the operating system."""
+        assert self._file is not None
+        self._file.write(json.dumps({"key": key, "line": line}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Flush to disk and close."""
+        if self._file is not None:
+            file, self._file = self._file, None
+            file.flush()
+            os.fsync(file.fileno())
+            file.close()

@@ -1,0 +1,63 @@
+"""``whop-async send``: one notification, its outcome on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from .._client import AsyncWhop
+from .._exceptions import (
+    APIError,
+    APIStatusError,
+    AuthenticationError,
+    InvalidParamsError,
+    PermissionDeniedError,
+)
+from .._models import NotificationCreateParams
+from .._notifications import new_idempotency_key
+from ._shared import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, UsageError, make_client
+
+__all__ = ["run_send"]
+
+
+def run_send(args: argparse.Namespace, output: Output) -> int:
+    """Validate the flags, send, and say what happened."""
+    key = args.idempotency_key or new_idempotency_key()
+    try:
+        params = NotificationCreateParams(
+            title=args.title,
+            content=args.content,
+            company_id=args.company_id,
+            experience_id=args.experience_id,
+            user_ids=args.user_ids,
+            icon_user_id=args.icon_user_id,
+            subtitle=args.subtitle,
+            rest_path=args.rest_path,
+            idempotency_key=key,
+        )
+    except InvalidParamsError as exc:
+        raise UsageError(f"invalid notification: {exc}") from None
+    client = make_client(args)
+    return asyncio.run(_send(client, params, output))
+
+
+async def _send(client: AsyncWhop, params: NotificationCreateParams, output: Output) -> int:
+    async with client:
+        try:
+            response = await client.notifications.send(params)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            output.error(f"{exc} (check the API key and its permissions)")
+            return EXIT_USAGE
+        except APIError as exc:
+            output.error(_describe(exc))
+            output.note(f"Idempotency-Key: {params.idempotency_key} (reuse it to retry safely)")
+            return EXIT_FAILED
+    output.result(f"sent: success={str(response.success).lower()}")
+    output.result(f"idempotency key: {params.idempotency_key}")
+    return EXIT_OK if response.success else EXIT_FAILED
+
+
+def _describe(error: APIError) -> str:
+    if isinstance(error, APIStatusError) and error.request_id:
+        return f"{error} (request id {error.request_id})"
+    return str(error)

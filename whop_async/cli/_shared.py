@@ -1,0 +1,191 @@
+"""What every command shares: exit codes, output that never shows the key, the client, Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterable
+from typing import Final, TextIO
+
+from .._bulk import DEFAULT_CONCURRENCY
+from .._client import AsyncWhop
+from .._config import API_KEY_ENV, DEFAULT_CONNECTION_LIMIT
+from .._exceptions import WhopError
+from .._gate import BulkStats
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Interrupt",
+    "Output",
+    "UsageError",
+    "make_client",
+    "print_summary",
+]
+
+EXIT_OK: Final = 0
+#: Some notifications were not sent.
+EXIT_FAILED: Final = 1
+#: Bad arguments, a bad file, no API key: nothing was (or could be) sent.
+EXIT_USAGE: Final = 2
+#: Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED: Final = 130
+
+_REDACTED: Final = "[redacted]"
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: reported on stderr, exit status 2."""
+
+
+class Output:
+    """stdout for results, stderr for the rest; the API key is cut out of everything."""
+
+    def __init__(self, *, api_key: str | None, stdout: TextIO, stderr: TextIO) -> None:
+        self._secret = api_key.strip() if api_key else None
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key replaced."""
+        if self._secret:
+            return text.replace(self._secret, _REDACTED)
+        return text
+
+    def result(self, text: str) -> None:
+        """A line of the command's result, on stdout."""
+        print(self.redact(text), file=self.stdout, flush=True)
+
+    def note(self, text: str) -> None:
+        """A message for the person at the terminal, on stderr."""
+        print(self.redact(text), file=self.stderr, flush=True)
+
+    def error(self, text: str) -> None:
+        """An error, on stderr, prefixed with the program name."""
+        self.note(f"whop-async: error: {text}")
+
+    def log_to_stderr(self, verbosity: int) -> None:
+        """Show the library's log at INFO (``-v``) or DEBUG (``-vv``), the key redacted."""
+        if verbosity <= 0:
+            return
+        handler = logging.StreamHandler(self.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_RedactingFilter(self))
+        logger = logging.getLogger("whop_async")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+
+
+class _RedactingFilter(logging.Filter):
+    def __init__(self, output: Output) -> None:
+        super().__init__()
+        self._output = output
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self._output.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def api_key_from(args: argparse.Namespace) -> str | None:
+    """The key the command will use, from ``--api-key`` or the environment."""
+    key: str | None = getattr(args, "api_key", None)
+    return key if key is not None else os.environ.get(API_KEY_ENV)
+
+
+def make_client(args: argparse.Namespace, *, concurrency: int = DEFAULT_CONCURRENCY) -> AsyncWhop:
+    """The client the command line options and environment describe.
+
+    Raises:
+        UsageError: no API key, or an option the client rejects.
+    """
+    key = api_key_from(args)
+    if key is None or not key.strip():
+        raise UsageError(
+            f"no API key: pass --api-key or set the {API_KEY_ENV} environment variable"
+        )
+    try:
+        return AsyncWhop(
+            key,
+            base_url=args.base_url,
+            app_id=args.app_id,
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+            connection_limit=max(DEFAULT_CONNECTION_LIMIT, concurrency),
+        )
+    except WhopError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class Interrupt:
+    """Ctrl-C (or SIGTERM) handling for a run: the first asks to stop, the second aborts.
+
+    After the first signal no new request starts and the ones in flight finish, so every row
+    the server confirmed is recorded; the second cancels those too.
+    """
+
+    def __init__(self, output: Output) -> None:
+        self._output = output
+        self.requested = asyncio.Event()
+        self.forced = False
+
+    def install(self) -> None:
+        """Take over SIGINT and SIGTERM for the running loop (where the platform allows)."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: no handlers
+                loop.add_signal_handler(signum, self._on_signal, task)
+
+    def _on_signal(self, task: asyncio.Task[object]) -> None:
+        if not self.requested.is_set():
+            self.requested.set()
+            self._output.note(
+                "\nStopping: no new requests; waiting for the ones in flight "
+                "(press Ctrl-C again to abort them)."
+            )
+        else:
+            self.forced = True
+            task.cancel()
+
+
+def print_summary(
+    output: Output,
+    *,
+    sent: int,
+    failed: int,
+    elapsed: float,
+    stats: BulkStats,
+    skipped: int | None = None,
+    notes: Iterable[tuple[str, str]] = (),
+) -> None:
+    """The closing table of a bulk send, on stdout."""
+    rate = stats.attempts / elapsed if elapsed > 0 else 0.0
+    lines = [("sent", f"{sent}"), ("failed", f"{failed}")]
+    if skipped is not None:
+        lines.append(("skipped", f"{skipped} (already in the journal)"))
+    lines += [
+        ("elapsed", f"{elapsed:.2f} s"),
+        ("rate", f"{rate:.1f} requests/s ({stats.attempts} requests)"),
+        ("retries", f"{stats.retries}"),
+        ("429s", f"{stats.rate_limited}"),
+        *notes,
+    ]
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        output.result(f"{label:<{width}}  {value}")
+
+
+def default_streams() -> tuple[TextIO, TextIO]:
+    """The process's stdout and stderr."""
+    return sys.stdout, sys.stderr
