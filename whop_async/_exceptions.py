@@ -225,6 +225,21 @@ def status_error(status: int, headers: Mapping[str, str], raw: bytes) -> APIStat
     return cls(message, status_code=status, headers=headers, body=body, raw_body=text)
 
 
+def invalid_response(
+    status: int, headers: Mapping[str, str], raw: bytes, problem: str, *, body: object = None
+) -> APIResponseValidationError:
+    """The error for a 2xx that cannot be trusted; ``problem`` says what is wrong with it."""
+    text = raw.decode("utf-8", errors="replace")
+    quoted = shorten(text) if text.strip() else "(empty body)"
+    return APIResponseValidationError(
+        f"Whop answered {status} with {problem}: {quoted}",
+        status_code=status,
+        headers=headers,
+        body=body,
+        raw_body=text,
+    )
+
+
 class BulkSendError(WhopError):
     """A bulk send stopped before every item was attempted, or with failures.
 

@@ -7,7 +7,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from ._converter import dump_params, load_response
-from ._exceptions import APIResponseValidationError, ClientClosedError, shorten
+from ._exceptions import ClientClosedError, invalid_response
 from ._models import ID, NotificationCreateParams, NotificationCreateResponse
 from ._transport import Gate, parse_json_body, post
 
@@ -61,13 +61,12 @@ async def send_notification(
     try:
         return load_response(payload)
     except ValueError as exc:
-        raise APIResponseValidationError(
-            f"Whop answered {response.status} but the body is not a notification result "
-            f"({exc}): {shorten(response.body.decode('utf-8', errors='replace'))}",
-            status_code=response.status,
-            headers=response.headers,
+        raise invalid_response(
+            response.status,
+            response.headers,
+            response.body,
+            f"a body that is not a notification result ({exc})",
             body=payload,
-            raw_body=response.body.decode("utf-8", errors="replace"),
         ) from None
 
 

@@ -22,11 +22,10 @@ from yarl import URL
 from ._config import ClientConfig
 from ._exceptions import (
     APIConnectionError,
-    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     ClientClosedError,
-    decode_body,
+    invalid_response,
     shorten,
     status_error,
 )
@@ -103,13 +102,11 @@ async def _exchange(
         except _Truncated as exc:
             partial: bytes = exc.args[0]
             if 200 <= response.status < 300:
-                raise APIResponseValidationError(
-                    f"Whop answered {response.status} with a body larger than "
-                    f"{config.max_response_bytes} bytes; it was not read in full.",
-                    status_code=response.status,
-                    headers=response.headers,
-                    body=None,
-                    raw_body=partial.decode("utf-8", errors="replace"),
+                raise invalid_response(
+                    response.status,
+                    response.headers,
+                    partial,
+                    f"a body larger than {config.max_response_bytes} bytes, not read in full",
                 ) from None
             raw = partial
         return response.status, response.headers, raw
@@ -258,12 +255,6 @@ def parse_json_body(response: RawResponse) -> object:
     try:
         return json.loads(response.body)
     except ValueError:
-        _, text = decode_body(response.body)
-        raise APIResponseValidationError(
-            f"Whop answered {response.status} with a body that is not JSON: "
-            f"{shorten(text) if text.strip() else '(empty body)'}",
-            status_code=response.status,
-            headers=response.headers,
-            body=None,
-            raw_body=text,
+        raise invalid_response(
+            response.status, response.headers, response.body, "a body that is not JSON"
         ) from None
