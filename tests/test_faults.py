@@ -102,7 +102,9 @@ async def test_a_pooled_connection_closed_by_the_server_is_retried_with_the_same
     assert whop_emulator.idempotency_keys()[1] == "k-1"
     retried = retries_logged(whop_logs)
     assert len(retried) == 1
-    assert "ServerDisconnectedError" in retried[0]
+    # Which error a stale connection gives depends on timing: the client may see the server's
+    # FIN first (ServerDisconnectedError) or its RST on write (ECONNRESET). Both are retried.
+    assert "ServerDisconnectedError" in retried[0] or "Connection reset by peer" in retried[0]
     assert_no_secret(client)
 
 
