@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from whop_async.testing import WhopEmulator
+from whop_async.testing import ScriptedResponse, WhopEmulator
 
 SECRET_KEY = "sk_cli_test_0123456789abcdef"
 RUN_TIMEOUT = 30.0
@@ -155,7 +155,7 @@ async def test_send_prints_the_outcome_and_sends_every_flag(server: WhopEmulator
 
 
 async def test_send_refused_by_whop_exits_1_with_the_key_to_retry(server: WhopEmulator) -> None:
-    server.fail_next(1, status=400)
+    server.fail_next(1, status=400, headers={"X-Request-Id": "req_cli_400"})
 
     ran = await run(
         "send", "--experience-id", "exp_1", "--title", "T", "--content", "C", server=server
@@ -163,7 +163,20 @@ async def test_send_refused_by_whop_exits_1_with_the_key_to_retry(server: WhopEm
 
     assert ran.status == 1
     assert "400" in ran.stderr
+    assert "(request id req_cli_400)" in ran.stderr
     assert "Idempotency-Key:" in ran.stderr
+
+
+async def test_send_that_whop_reports_unsuccessful_exits_1(server: WhopEmulator) -> None:
+    server.script(ScriptedResponse(body={"success": False}))
+
+    ran = await run(
+        "send", "--company-id", "biz_1", "--title", "T", "--content", "C", server=server
+    )
+
+    assert ran.status == 1
+    assert "sent: success=false" in ran.stdout
+    assert server.request_count == 1
 
 
 async def test_send_without_an_api_key_is_a_usage_error(server: WhopEmulator) -> None:
@@ -434,6 +447,50 @@ async def test_failed_rows_go_to_the_failures_file_and_can_be_sent_again(
     assert len(set(server.idempotency_keys())) == 4
 
 
+async def test_a_wrong_key_stops_the_bulk_send_at_once_and_exits_2(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.jsonl"
+    _campaign(rows, 30)
+
+    ran = await run(
+        "bulk", rows, "--concurrency", "1", server=server, env={"WHOP_API_KEY": "sk_wrong_key"}
+    )
+
+    assert ran.status == 2
+    assert "check the API key and its permissions" in ran.stderr
+    assert "line 1:" not in ran.stderr  # reported once, at the end, not per row
+    assert summary(ran)["sent"] == "0"
+    assert server.request_count < 30
+    assert server.notifications == []
+
+
+async def test_many_bad_rows_are_reported_up_to_twenty_and_all_written(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows, failures = tmp_path / "rows.jsonl", tmp_path / "failures.jsonl"
+    rows.write_text(jsonl(*({"company_id": "b", "title": f"T{n}"} for n in range(25))))
+
+    ran = await run("bulk", rows, "--failures", failures, server=server)
+
+    assert ran.status == 1
+    assert ran.stderr.count("content: is required") == 20
+    assert f"... more failures are not shown (all are in {failures})" in ran.stderr
+    assert len(read_jsonl(failures)) == 25
+    assert summary(ran)["failures"] == "written"
+    assert server.request_count == 0
+
+
+async def test_stdin_that_turns_out_not_utf8_stops_the_run_there(server: WhopEmulator) -> None:
+    good = jsonl({"company_id": "b", "title": "Good", "content": "C"}).encode()
+
+    ran = await run("bulk", "-", server=server, stdin=good + b'{"title": "caf\xe9"}\n')
+
+    assert ran.status == 2
+    assert "not UTF-8 text" in ran.stderr
+    assert "stopped reading there" in ran.stderr
+
+
 # bulk: journal, kill and Ctrl-C
 
 
@@ -507,6 +564,31 @@ async def test_ctrl_c_stops_cleanly_and_leaves_a_consistent_journal(
     assert _journal_keys(journal) == set(slow_server.idempotency_keys())
 
 
+async def test_a_second_ctrl_c_aborts_the_requests_in_flight(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    _campaign(rows, 20)
+    async with WhopEmulator(api_key=SECRET_KEY, response_delay=5.0) as server:
+        process = await start("bulk", rows, "--concurrency", "4", server=server)
+        await _wait_for_requests(server, 4)
+        process.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.2)  # the first asks to stop, and waits for the four in flight
+        process.send_signal(signal.SIGINT)
+        ran = await finish(process)
+
+    assert ran.status == 130
+    assert "Stopping: no new requests" in ran.stderr
+    assert "re-running resends them with the same idempotency keys" in ran.stderr
+    assert summary(ran)["sent"] == "0"
+    assert server.request_count == 4
+
+
+async def _wait_for_requests(server: WhopEmulator, count: int) -> None:
+    deadline = asyncio.get_running_loop().time() + RUN_TIMEOUT
+    while server.request_count < count:
+        assert asyncio.get_running_loop().time() < deadline, f"never got {count} requests"
+        await asyncio.sleep(0.02)
+
+
 # demo
 
 
@@ -529,6 +611,43 @@ async def test_demo_with_faults_retries_its_way_through() -> None:
     assert "distinct keys  100" in ran.stdout
     table = summary(ran)
     assert int(table["retries"]) + int(table["429s"]) > 0
+
+
+async def test_demo_reports_the_notifications_that_could_not_be_sent() -> None:
+    ran = await run("demo", "--count", "7", "--faults", "1", "--concurrency", "7", server=None)
+
+    assert ran.status == 1
+    reported = [line for line in ran.stderr.splitlines() if line.startswith("notification ")]
+    assert len(reported) == 5  # five are shown, the rest only counted
+    assert summary(ran)["failed"] == "7"
+
+
+async def test_demo_stops_on_ctrl_c() -> None:
+    process = await start("demo", "--count", "1000000", server=None)
+    assert process.stderr is not None
+    assert (await process.stderr.readline()).startswith(b"Emulator on ")
+    await asyncio.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    ran = await finish(process)
+
+    assert ran.status == 130
+    assert "Interrupted after" in ran.stderr
+    assert 0 < int(summary(ran)["sent"]) < 1000000
+
+
+async def test_demo_aborts_on_a_second_ctrl_c() -> None:
+    # Every request is faulty: each one retries for a second or two, so some are in flight.
+    process = await start("demo", "--count", "100", "--faults", "1", server=None)
+    assert process.stderr is not None
+    assert (await process.stderr.readline()).startswith(b"Emulator on ")
+    process.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    ran = await finish(process)
+
+    assert ran.status == 130
+    assert "Stopping: no new requests" in ran.stderr
+    assert "Interrupted after 0 notifications" in ran.stderr
 
 
 async def test_usage_errors_exit_2() -> None:

@@ -100,14 +100,15 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
             output.error(f"{source.path}: {scan.problems} unreadable line(s); nothing was sent")
             return EXIT_USAGE
         total = scan.rows - scan.skipped
-    failures = _Failures(args.failures) if args.failures else None
+    failures: _Failures | None = None
     try:
         if journal is not None:
-            journal.open()
-    except JournalError as exc:
-        raise UsageError(str(exc)) from None
-    run = _Run(args, output, source, journal, failures, total)
-    try:
+            try:
+                journal.open()
+            except JournalError as exc:
+                raise UsageError(str(exc)) from None
+        failures = _Failures(args.failures) if args.failures else None
+        run = _Run(args, output, source, journal, failures, total)
         return asyncio.run(run.main(client))
     finally:
         if journal is not None:

@@ -13,6 +13,9 @@ from typing import IO
 
 __all__ = ["Journal", "JournalError"]
 
+#: How every record starts (``record`` writes the key first, ASCII only).
+_RECORD_START = '{"key": '
+
 
 class JournalError(Exception):
     """The journal cannot be read or written."""
@@ -26,21 +29,26 @@ class Journal:
         self.sent: set[str] = set()
         self._file: IO[str] | None = None
         self._ends_mid_line = False
+        self._cut_line_bytes = 0
 
     def load(self) -> None:
         """Read the keys already recorded; a missing file is an empty journal.
 
-        A last line cut short by a crash is ignored (its row was never confirmed).
+        A last line cut short by a crash is ignored (its row was never confirmed), and ``open``
+        removes it.
 
         Raises:
             JournalError: the file cannot be read, or holds something else.
         """
         self._ends_mid_line = False
+        self._cut_line_bytes = 0
         try:
             with open(self.path, encoding="utf-8") as existing:
                 for line_number, line in enumerate(existing, start=1):
                     self._ends_mid_line = not line.endswith("\n")
-                    self._load(line, line_number, last=self._ends_mid_line)
+                    cut = not self._load(line, line_number, last=self._ends_mid_line)
+                    if cut and (line.startswith(_RECORD_START) or _RECORD_START.startswith(line)):
+                        self._cut_line_bytes = len(line.encode("utf-8"))
         except FileNotFoundError:
             pass
         except (OSError, UnicodeDecodeError) as exc:
@@ -53,27 +61,31 @@ class Journal:
             JournalError: the file cannot be created or written.
         """
         try:
+            if self._cut_line_bytes:  # else the next record would complete it into a bad line
+                os.truncate(self.path, os.path.getsize(self.path) - self._cut_line_bytes)
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
-        if self._ends_mid_line:
+        if self._ends_mid_line and not self._cut_line_bytes:
             self._file.write("\n")
 
-    def _load(self, line: str, line_number: int, *, last: bool) -> None:
+    def _load(self, line: str, line_number: int, *, last: bool) -> bool:
+        """Record the key of ``line``; ``False`` when it is a cut last line, ignored."""
         if not line.strip():
-            return
+            return True
         try:
             record = json.loads(line)
             key = record["key"]
         except (ValueError, TypeError, KeyError):
             if last:
-                return
+                return False
             raise JournalError(
                 f"{self.path}, line {line_number}: not a journal record; is this the right file?"
             ) from None
         if not isinstance(key, str):
             raise JournalError(f"{self.path}, line {line_number}: the key is not a string")
         self.sent.add(key)
+        return True
 
     def __contains__(self, key: str) -> bool:
         return key in self.sent

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Iterable
 from typing import Final, TextIO
 
@@ -184,8 +183,3 @@ def print_summary(
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
         output.result(f"{label:<{width}}  {value}")
-
-
-def default_streams() -> tuple[TextIO, TextIO]:
-    """The process's stdout and stderr."""
-    return sys.stdout, sys.stderr

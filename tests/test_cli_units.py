@@ -1,0 +1,807 @@
+"""The parts of the command line that do no network I/O, tested in-process.
+
+Argument parsing, file reading, the journal, the progress displays, key redaction, and every
+way ``bulk`` can refuse a run before it sends anything. What needs a server is in ``test_cli.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import logging
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from whop_async.cli import _bulk as cli_bulk
+from whop_async.cli import main
+from whop_async.cli._app import build_parser
+from whop_async.cli._journal import Journal, JournalError
+from whop_async.cli._progress import (
+    NoProgress,
+    PlainProgress,
+    RichProgress,
+    format_duration,
+    make_progress,
+)
+from whop_async.cli._rows import (
+    FileProblem,
+    Format,
+    ReadError,
+    Row,
+    file_identity,
+    guess_format,
+    read_rows,
+)
+from whop_async.cli._shared import Output, UsageError, make_client
+
+UNIT_KEY = "sk_cli_unit_0123456789abcdef"
+#: Nothing listens here, and nothing below gets far enough to connect.
+UNREACHABLE = "http://127.0.0.1:9"
+
+
+class Ran:
+    """What an in-process ``main()`` returned and printed."""
+
+    def __init__(self, status: int, stdout: str, stderr: str) -> None:
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+@pytest.fixture(autouse=True)
+def _no_whop_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WHOP_API_KEY", "WHOP_BASE_URL", "WHOP_APP_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def run(*args: str | Path) -> Ran:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    status = main([str(arg) for arg in args], stdout=stdout, stderr=stderr)
+    ran = Ran(status, stdout.getvalue(), stderr.getvalue())
+    assert UNIT_KEY not in ran.stdout + ran.stderr, "the API key was printed"
+    return ran
+
+
+def jsonl(*rows: Mapping[str, object]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+GOOD_ROW = {"company_id": "biz_1", "title": "T", "content": "C"}
+
+
+# argument types
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["demo", "--count", "ten"], "not an integer: 'ten'"),
+        (["demo", "--count", "0"], "must be at least 1, got 0"),
+        (["demo", "--concurrency", "-3"], "must be at least 1, got -3"),
+        (["demo", "--max-rate", "fast"], "not a number: 'fast'"),
+        (["demo", "--max-rate", "0"], "must be a number > 0, got 0"),
+        (["demo", "--max-rate", "inf"], "must be a number > 0, got inf"),
+        (["demo", "--max-rate", "nan"], "must be a number > 0, got nan"),
+        (["demo", "--faults", "1.5"], "must be between 0 and 1, got 1.5"),
+        (["demo", "--faults", "-0.1"], "must be a number > 0, got -0.1"),
+        (["bulk", "rows.csv", "--max-retries", "-1"], "must be at least 0, got -1"),
+        (["bulk", "rows.csv", "--timeout", "soon"], "not a number: 'soon'"),
+        (["bulk", "rows.csv", "--format", "xml"], "invalid choice: 'xml'"),
+        (["send", "--title", "T", "--content", "C"], "--company-id --experience-id"),
+        (
+            ["send", "--company-id", "b", "--experience-id", "e", "--title", "T", "--content", "C"],
+            "not allowed with argument",
+        ),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_a_bad_argument_exits_2_naming_the_problem(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    assert exited.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_good_arguments_parse_to_their_values() -> None:
+    args = build_parser().parse_args(
+        ["demo", "--faults", "--count", "7", "--max-rate", "2.5", "--concurrency", "3"]
+    )
+    assert (args.faults, args.count, args.max_rate, args.concurrency) == (0.05, 7, 2.5, 3)
+
+    args = build_parser().parse_args(["bulk", "-", "--max-retries", "0", "--timeout", "0.5"])
+    assert (args.max_retries, args.timeout, args.format) == (0, 0.5, None)
+
+
+def test_version_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("whop-async ")
+
+
+# send: what is refused before anything is sent
+
+
+def test_send_of_an_invalid_notification_is_a_usage_error() -> None:
+    ran = run("send", "--company-id", "biz_1", "--title", "", "--content", "C")
+
+    assert ran.status == 2
+    assert "invalid notification" in ran.stderr
+    assert "title" in ran.stderr
+
+
+def test_a_base_url_the_client_rejects_is_a_usage_error() -> None:
+    ran = run(
+        "send",
+        "--company-id",
+        "biz_1",
+        "--title",
+        "T",
+        "--content",
+        "C",
+        "--api-key",
+        UNIT_KEY,
+        "--base-url",
+        "ftp://example.com",
+    )
+
+    assert ran.status == 2
+    assert "base_url" in ran.stderr
+
+
+def test_a_blank_api_key_is_no_api_key() -> None:
+    args = build_parser().parse_args(
+        ["send", "--company-id", "b", "--title", "T", "--content", "C", "--api-key", "   "]
+    )
+
+    with pytest.raises(UsageError, match="no API key"):
+        make_client(args)
+
+
+# bulk: what is refused before anything is sent
+
+
+def test_ctrl_c_while_reading_stdin_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Interrupted:
+        """stdin with no file descriptor, where the person pressed Ctrl-C mid-read."""
+
+        def __iter__(self) -> Interrupted:
+            return self
+
+        def __next__(self) -> str:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "stdin", Interrupted())
+
+    ran = run("bulk", "-", "--dry-run")
+
+    assert ran.status == 130
+    assert "Interrupted." in ran.stderr
+
+
+def test_dry_run_reads_stdin_that_is_not_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoDescriptor(io.StringIO):
+        def fileno(self) -> int:
+            raise io.UnsupportedOperation("fileno")
+
+    monkeypatch.setattr(sys, "stdin", NoDescriptor(jsonl(GOOD_ROW, {**GOOD_ROW, "title": ""})))
+
+    ran = run("bulk", "-", "--dry-run")
+
+    assert ran.status == 1
+    assert "2 rows, 1 valid, 1 invalid" in ran.stdout
+    assert "-: line 2: title" in ran.stderr
+
+
+def test_a_file_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_bytes(b"company_id,title,content\nbiz_1,caf\xe9,C\n")
+
+    ran = run("bulk", rows, "--dry-run")
+
+    assert ran.status == 2
+    assert "not UTF-8 text" in ran.stderr
+
+
+def test_dry_run_with_unreadable_lines_exits_2_and_reports_each(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(jsonl(GOOD_ROW) + "not json\n" + "[1, 2]\n")
+
+    ran = run("bulk", rows, "--dry-run")
+
+    assert ran.status == 2
+    assert "line 2: not valid JSON" in ran.stderr
+    assert "line 3: must be a JSON object, got list" in ran.stderr
+    assert "1 rows, 1 valid, 0 invalid, 2 unreadable line(s)" in ran.stdout
+
+
+def test_many_unreadable_lines_are_counted_after_the_first_twenty(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(jsonl(GOOD_ROW) + "oops\n" * 25)
+
+    ran = run("bulk", rows, "--api-key", UNIT_KEY, "--base-url", UNREACHABLE)
+
+    assert ran.status == 2
+    assert ran.stderr.count("not valid JSON") == cli_bulk.MAX_REPORTED
+    assert "line 21: not valid JSON" in ran.stderr
+    assert "line 22:" not in ran.stderr
+    assert "25 unreadable line(s); nothing was sent" in ran.stderr
+
+
+def test_dry_run_counts_rows_already_in_the_journal(tmp_path: Path) -> None:
+    rows, journal_path = tmp_path / "rows.jsonl", tmp_path / "journal.jsonl"
+    rows.write_text(jsonl({**GOOD_ROW, "id": "a"}, {**GOOD_ROW, "id": "b"}))
+    journal_path.write_text(jsonl({"key": "row-id:a", "line": 1}))
+
+    ran = run("bulk", rows, "--dry-run", "--journal", journal_path)
+
+    assert ran.status == 0
+    assert "2 rows, 2 valid, 0 invalid, 0 unreadable line(s), 1 already in the journal" in (
+        ran.stdout
+    )
+
+
+def test_a_journal_that_is_not_a_journal_is_a_usage_error(tmp_path: Path) -> None:
+    rows, journal_path = tmp_path / "rows.jsonl", tmp_path / "other.jsonl"
+    rows.write_text(jsonl(GOOD_ROW))
+    journal_path.write_text(jsonl(GOOD_ROW, GOOD_ROW))
+
+    ran = run("bulk", rows, "--dry-run", "--journal", journal_path)
+
+    assert ran.status == 2
+    assert "line 1: not a journal record" in ran.stderr
+
+
+@pytest.mark.parametrize("option", ["--journal", "--failures"])
+def test_the_input_file_cannot_be_its_own_journal_or_failures_file(
+    tmp_path: Path, option: str
+) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(jsonl(GOOD_ROW))
+    before = rows.read_text()
+
+    ran = run("bulk", rows, option, tmp_path / "." / "rows.jsonl", "--api-key", UNIT_KEY)
+
+    assert ran.status == 2
+    assert f"{option} must not be the input file itself" in ran.stderr
+    assert rows.read_text() == before
+
+
+def test_a_journal_that_cannot_be_created_is_a_usage_error(tmp_path: Path) -> None:
+    rows, failures = tmp_path / "rows.jsonl", tmp_path / "failures.jsonl"
+    rows.write_text(jsonl(GOOD_ROW))
+
+    ran = run(
+        "bulk",
+        rows,
+        "--journal",
+        tmp_path / "missing-dir" / "journal.jsonl",
+        "--failures",
+        failures,
+        "--api-key",
+        UNIT_KEY,
+        "--base-url",
+        UNREACHABLE,
+    )
+
+    assert ran.status == 2
+    assert "cannot write the journal" in ran.stderr
+
+
+def test_a_failures_file_that_cannot_be_written_is_a_usage_error(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(jsonl(GOOD_ROW))
+
+    ran = run(
+        "bulk",
+        rows,
+        "--failures",
+        tmp_path,  # a directory
+        "--journal",
+        tmp_path / "journal.jsonl",
+        "--api-key",
+        UNIT_KEY,
+        "--base-url",
+        UNREACHABLE,
+    )
+
+    assert ran.status == 2
+    assert "cannot write the failures file" in ran.stderr
+
+
+# bulk: the reader thread
+
+
+async def _collect(iterator: AsyncIterator[int]) -> list[int]:
+    return [item async for item in iterator]
+
+
+def _reader_thread_ends() -> None:
+    for thread in threading.enumerate():
+        if thread.name == "whop-async-reader":
+            thread.join(timeout=5)
+            assert not thread.is_alive(), "the reader thread never ended"
+
+
+async def test_the_reader_hands_over_every_item_in_order() -> None:
+    items = await _collect(cli_bulk._read_in_thread(lambda: iter(range(600)), asyncio.Event()))
+
+    assert items == list(range(600))
+
+
+async def test_an_error_while_reading_is_raised_in_the_reading_task() -> None:
+    def produce() -> Iterator[int]:
+        yield 1
+        raise ValueError("the disk is on fire")
+
+    reading = cli_bulk._read_in_thread(produce, asyncio.Event())
+
+    assert await anext(reading) == 1
+    with pytest.raises(ValueError, match="the disk is on fire"):
+        await anext(reading)
+
+
+async def test_a_stop_ends_the_reading_without_waiting_for_a_blocked_read() -> None:
+    release = threading.Event()
+    handed_over_after_stop = threading.Event()
+
+    def produce() -> Iterator[int]:
+        yield 1
+        release.wait(5)  # a quiet pipe
+        yield 2
+        handed_over_after_stop.set()  # never reached: the reader sees the stop and quits
+        yield 3
+
+    stop = asyncio.Event()
+    received: list[int] = []
+    async for item in cli_bulk._read_in_thread(produce, stop):
+        received.append(item)
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    release.set()
+    _reader_thread_ends()
+    assert received == [1]
+    assert not handed_over_after_stop.is_set()
+
+
+async def test_a_reader_far_ahead_gives_up_once_nobody_reads() -> None:
+    produced: list[int] = []
+
+    def produce() -> Iterator[int]:
+        for number in range(cli_bulk.READ_AHEAD * 4):
+            produced.append(number)
+            yield number
+
+    stop = asyncio.Event()
+    reading = cli_bulk._read_in_thread(produce, stop)
+    assert await anext(reading) == 0
+    await asyncio.sleep(0.05)  # the reader fills the queue and waits for room
+    stop.set()
+    assert [item async for item in reading] == []
+
+    _reader_thread_ends()
+    assert len(produced) <= cli_bulk.READ_AHEAD + 2
+
+
+def test_a_reader_that_finishes_after_the_loop_closed_ends_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    thread_errors: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", thread_errors.append)
+    release = threading.Event()
+
+    def produce() -> Iterator[int]:
+        release.wait(5)
+        yield from ()
+
+    async def read_until_stopped() -> list[int]:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.02, stop.set)
+        return await _collect(cli_bulk._read_in_thread(produce, stop))
+
+    assert asyncio.run(read_until_stopped()) == []
+    release.set()  # the reader now reports the end to a closed loop
+
+    _reader_thread_ends()
+    assert thread_errors == []
+
+
+# rows
+
+
+def _rows(text: str, format: Format = "csv") -> list[Row | FileProblem]:
+    return list(read_rows(io.StringIO(text), format=format, identity="test"))
+
+
+def test_csv_rows_keep_the_line_they_start_on_across_blank_and_multiline_records() -> None:
+    items = _rows(
+        "title,content,company_id,_line,_error\n"
+        '"Two\nlines",C,biz_1,,\n'
+        ",,,,\n"
+        "Third,C,biz_1,7,old error\n"
+    )
+
+    assert [item.line for item in items] == [2, 5]
+    first, third = items
+    assert isinstance(first, Row)
+    assert isinstance(third, Row)
+    assert first.values["title"] == "Two\nlines"
+    assert third.values == {"title": "Third", "content": "C", "company_id": "biz_1"}
+
+
+def test_a_csv_record_with_the_wrong_number_of_fields_is_a_problem_of_its_line() -> None:
+    items = _rows("company_id,title,content\nbiz_1,T\nbiz_1,T,C,extra\nbiz_1,T,C\n")
+
+    assert items[:2] == [
+        FileProblem(2, "has 2 fields, the header has 3"),
+        FileProblem(3, "has 4 fields, the header has 3"),
+    ]
+    assert str(items[0]) == "line 2: has 2 fields, the header has 3"
+    assert isinstance(items[2], Row)
+    assert items[2].params is not None
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("company_id,title,content,title", "line 1: column 'title' appears twice"),
+        ("title,content", "line 1: missing column 'company_id' or 'experience_id'"),
+        ("company_id,title", "line 1: missing column 'content'"),
+    ],
+)
+def test_an_unusable_csv_header_is_a_read_error(header: str, expected: str) -> None:
+    with pytest.raises(ReadError, match=expected) as raised:
+        _rows(header + "\nbiz_1,T,C,T\n")
+
+    assert raised.value.line == 1
+
+
+def test_jsonl_annotations_from_a_failures_file_are_dropped() -> None:
+    [row] = _rows(jsonl({**GOOD_ROW, "_line": 3, "_error": "x", "_field": "title"}), "jsonl")
+
+    assert isinstance(row, Row)
+    assert row.values == GOOD_ROW
+    assert row.error is None
+
+
+def _key(values: dict[str, object]) -> str:
+    [row] = _rows(jsonl({**GOOD_ROW, **values}), "jsonl")
+    assert isinstance(row, Row)
+    return row.idempotency_key
+
+
+def test_the_key_of_a_row_comes_from_its_own_key_then_its_id_then_its_content() -> None:
+    assert _key({"idempotency_key": "mine", "id": "a1"}) == "mine"
+    assert _key({"id": "a1"}) == "row-id:a1"
+    assert _key({"id": 42}) == "row-id:42"
+    by_content = _key({})
+    assert by_content.startswith("row-sha256:")
+    assert _key({}) == by_content  # derived, not random
+    assert _key({"title": "Other"}) != by_content
+    assert _key({"id": True}).startswith("row-sha256:")  # a bool is not an id
+    assert _key({"id": "  "}).startswith("row-sha256:")
+
+
+@pytest.mark.parametrize("row_id", ["café-1", "x" * 300, "tab\there"])
+def test_an_id_that_cannot_be_a_header_value_is_hashed_into_the_key(row_id: str) -> None:
+    key = _key({"id": row_id})
+
+    assert key.startswith("row-id:")
+    assert len(key) == len("row-id:") + 64
+    assert key.isascii()
+    assert key == _key({"id": row_id})
+
+
+def test_a_stream_of_blank_lines_has_no_rows() -> None:
+    with pytest.raises(ReadError, match="no rows"):
+        _rows("\n  \n", "jsonl")
+
+
+def test_format_and_identity_of_a_path() -> None:
+    assert guess_format("ROWS.CSV") == "csv"
+    assert [guess_format(f"r.{ext}") for ext in ("jsonl", "ndjson", "json")] == ["jsonl"] * 3
+    assert guess_format("rows.tsv") is None
+    assert file_identity("-") == "<stdin>"
+    assert Path(file_identity("rows.csv")).is_absolute()
+
+
+# journal
+
+
+def test_a_missing_journal_is_empty_and_keeps_what_is_recorded(tmp_path: Path) -> None:
+    path = str(tmp_path / "journal.jsonl")
+    journal = Journal(path)
+    journal.load()
+    assert journal.sent == set()
+
+    journal.open()
+    journal.record("key-a", 1)
+    journal.record("key-b", 2)
+    journal.close()
+    journal.close()  # closing twice is harmless
+
+    reopened = Journal(path)
+    reopened.load()
+    assert reopened.sent == {"key-a", "key-b"}
+    assert "key-a" in reopened
+    assert "key-c" not in reopened
+
+
+def test_a_half_written_last_line_is_ignored_and_the_next_record_starts_on_its_own_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"key": "key-a", "line": 1}\n\n{"key": "key-b", "li')
+
+    journal = Journal(str(path))
+    journal.load()
+    assert journal.sent == {"key-a"}
+
+    journal.open()
+    journal.record("key-c", 3)
+    journal.close()
+
+    assert path.read_text() == '{"key": "key-a", "line": 1}\n\n{"key": "key-c", "line": 3}\n'
+    again = Journal(str(path))  # a third run reads the journal the second one left
+    again.load()
+    assert again.sent == {"key-a", "key-c"}
+
+
+@pytest.mark.parametrize("cut", ['{"ke', '{"key": "key-b", "line": 2'])
+def test_every_cut_of_a_record_is_dropped_when_the_journal_is_reopened(
+    tmp_path: Path, cut: str
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"key": "key-a", "line": 1}\n' + cut)
+
+    journal = Journal(str(path))
+    journal.load()
+    journal.open()
+    journal.close()
+
+    assert journal.sent == {"key-a"}
+    assert path.read_text() == '{"key": "key-a", "line": 1}\n'
+
+
+def test_a_last_line_that_is_no_record_is_ignored_but_kept(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"key": "key-a", "line": 1}\nsomething else')
+
+    journal = Journal(str(path))
+    journal.load()
+    journal.open()
+    journal.record("key-b", 2)
+    journal.close()
+
+    assert journal.sent == {"key-a"}
+    assert path.read_text().splitlines() == [
+        '{"key": "key-a", "line": 1}',
+        "something else",
+        '{"key": "key-b", "line": 2}',
+    ]
+
+
+def test_a_complete_record_as_the_last_line_is_read_even_without_a_newline(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"key": "key-a", "line": 1}')
+
+    journal = Journal(str(path))
+    journal.load()
+    journal.open()
+    journal.record("key-b", 2)
+    journal.close()
+
+    assert journal.sent == {"key-a"}
+    assert path.read_text().splitlines() == [
+        '{"key": "key-a", "line": 1}',
+        '{"key": "key-b", "line": 2}',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('not json\n{"key": "a"}\n', "line 1: not a journal record"),
+        ('{"key": "a"}\n{"line": 2}\n', "line 2: not a journal record"),
+        ('{"key": "a"}\n[1]\n', "line 2: not a journal record"),
+        ('{"key": 7}\n', "line 1: the key is not a string"),
+    ],
+)
+def test_a_file_that_is_not_a_journal_is_refused(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text(content)
+
+    with pytest.raises(JournalError, match=expected):
+        Journal(str(path)).load()
+
+
+def test_a_journal_that_cannot_be_read_or_written_is_a_journal_error(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"key": "\xff"}\n')
+    with pytest.raises(JournalError, match="cannot read the journal"):
+        Journal(str(binary)).load()
+
+    directory = Journal(str(tmp_path))
+    with pytest.raises(JournalError, match="cannot read the journal"):
+        directory.load()
+    with pytest.raises(JournalError, match="cannot write the journal"):
+        directory.open()
+
+
+# progress
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_format_duration() -> None:
+    assert [format_duration(s) for s in (-3, 0, 59.6, 61, 3599, 3661)] == [
+        "0:00",
+        "0:00",
+        "1:00",
+        "1:01",
+        "59:59",
+        "1:01:01",
+    ]
+
+
+def test_plain_progress_writes_at_most_one_line_per_interval_and_one_at_the_end() -> None:
+    stream = io.StringIO()
+    progress = make_progress(total=4, stream=stream, interval=3600)
+    assert isinstance(progress, PlainProgress)
+
+    progress.advance(ok=True)
+    progress.advance(ok=False)
+    progress.advance(ok=True)
+    assert stream.getvalue() == ""
+
+    progress.log("line 2: rejected")
+    progress.close()
+    progress.close()
+
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "line 2: rejected"
+    assert len(lines) == 2
+    assert lines[1].startswith("progress: 3/4 done (2 sent, 1 failed), ")
+    assert ", ETA 0:0" in lines[1]
+
+
+def test_plain_progress_with_no_interval_writes_every_row_and_no_total_without_one() -> None:
+    stream = io.StringIO()
+    progress = make_progress(total=None, stream=stream, interval=0)
+
+    progress.advance(ok=True)
+    progress.advance(ok=True)
+    progress.close()  # the last line is already out
+
+    lines = stream.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "progress: 1 done (1 sent",
+        "progress: 2 done (2 sent",
+    ]
+    assert "ETA" not in stream.getvalue()
+
+
+def test_no_progress_draws_nothing_but_still_logs() -> None:
+    stream = Terminal()
+    progress = make_progress(total=3, stream=stream, enabled=False)
+    assert isinstance(progress, NoProgress)
+
+    progress.advance(ok=True)
+    progress.log("line 1: rejected")
+    progress.close()
+
+    assert stream.getvalue() == "line 1: rejected\n"
+
+
+def test_a_terminal_gets_a_rich_bar_with_the_count_and_the_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.delenv("TERM", raising=False)
+    stream = Terminal()
+    progress = make_progress(total=5, stream=stream, description="sending")
+    assert isinstance(progress, RichProgress)
+
+    for ok in (True, True, False):
+        progress.advance(ok=ok)
+    progress.log("line 3: [bold]rejected[/bold]")
+    progress.close()
+
+    drawn = stream.getvalue()
+    assert "sending" in drawn
+    assert "3/5" in drawn
+    assert "1 failed" in drawn
+    assert "line 3: [bold]rejected[/bold]" in drawn  # printed as is, not as markup
+    assert "\x1b[" in drawn  # drawn for a terminal
+
+
+def test_a_terminal_without_rich_gets_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # as if rich were not installed
+    stream = Terminal()
+
+    progress = make_progress(total=2, stream=stream, interval=0)
+    progress.advance(ok=True)
+    progress.close()
+
+    assert isinstance(progress, PlainProgress)
+    assert stream.getvalue().startswith("progress: 1/2 done (1 sent, 0 failed)")
+
+
+# output and the key
+
+
+def test_output_cuts_the_key_out_of_every_line() -> None:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    output = Output(api_key=f"  {UNIT_KEY}\n", stdout=stdout, stderr=stderr)
+
+    output.result(f"key={UNIT_KEY}")
+    output.error(f"rejected {UNIT_KEY} twice: {UNIT_KEY}")
+
+    assert stdout.getvalue() == "key=[redacted]\n"
+    assert stderr.getvalue() == "whop-async: error: rejected [redacted] twice: [redacted]\n"
+
+
+def test_output_without_a_key_changes_nothing() -> None:
+    output = Output(api_key=None, stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert output.redact("sk_anything") == "sk_anything"
+
+
+@pytest.mark.parametrize(("verbosity", "level"), [(1, logging.INFO), (2, logging.DEBUG)])
+def test_the_log_on_stderr_never_shows_the_key(verbosity: int, level: int) -> None:
+    stderr = io.StringIO()
+    output = Output(api_key=UNIT_KEY, stdout=io.StringIO(), stderr=stderr)
+    logger = logging.getLogger("whop_async")
+    handlers = list(logger.handlers)
+    output.log_to_stderr(verbosity)
+    try:
+        assert logger.level == level
+        logger.info("sending with %s", UNIT_KEY)
+        logger.info("nothing secret in %s", "this one")
+    finally:
+        for handler in set(logger.handlers) - set(handlers):
+            logger.removeHandler(handler)
+
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("INFO whop_async: sending with [redacted]")
+    assert lines[1].endswith("INFO whop_async: nothing secret in this one")
+
+
+def test_no_verbosity_adds_no_log_handler() -> None:
+    logger = logging.getLogger("whop_async")
+    handlers = list(logger.handlers)
+
+    Output(api_key=UNIT_KEY, stdout=io.StringIO(), stderr=io.StringIO()).log_to_stderr(0)
+
+    assert logger.handlers == handlers
+
+
+def test_make_client_takes_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHOP_API_KEY", "sk_from_the_environment")
+    args = argparse.Namespace(
+        api_key=None, base_url=UNREACHABLE, app_id="app_1", timeout=2.0, max_retries=0
+    )
+
+    client = make_client(args, concurrency=500)
+
+    assert str(client.base_url).startswith(UNREACHABLE)
