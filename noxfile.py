@@ -24,7 +24,13 @@ nox.options.reuse_venv = "yes"
 # A missing interpreter skips its session; .ci/run names the ones it requires.
 nox.options.error_on_missing_interpreters = False
 
-TEST_REQUIREMENTS = ["pytest>=8", "pytest-asyncio>=0.24", "pytest-cov>=5", "hypothesis>=6", "trustme>=1"]
+TEST_REQUIREMENTS = [
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "pytest-cov>=5",
+    "hypothesis>=6",
+    "trustme>=1",
+]
 
 
 def _put_pyenv_interpreters_on_path() -> None:
@@ -65,7 +71,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the public-API typing test."""
-    session.install(".[cli]", "mypy>=1.10", "pytest>=8")
+    session.install(".[cli]", "mypy>=1.10", "pytest>=8", "pytest-asyncio>=0.24")
     session.run("mypy", "--strict", "whop_async")
     session.run("mypy", "--strict", "tests/typing")
 

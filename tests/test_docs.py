@@ -42,9 +42,27 @@ from whop_async.testing import WhopEmulator
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(path.name for path in DOCS.glob("*.md"))
+#: Every page whose examples run: the site's, and the README's.
+EXAMPLE_PAGES = [*PAGES, "README.md"]
+
+
+def page_path(page: str) -> Path:
+    return ROOT / page if page == "README.md" else DOCS / page
+
+
+def page_name(page: str) -> str:
+    return page if page == "README.md" else f"docs/{page}"
+
 
 #: Pages whose examples send through ``AsyncWhop()`` to the page's emulator.
-SENDING_PAGES = {"index.md", "quickstart.md", "configuration.md", "errors.md", "bulk.md"}
+SENDING_PAGES = {
+    "index.md",
+    "quickstart.md",
+    "configuration.md",
+    "errors.md",
+    "bulk.md",
+    "README.md",
+}
 #: Files a page may define for a pytest project run in a subprocess.
 PROJECT_FILE = re.compile(r"(conftest|test_\w+)\.py|pyproject\.toml")
 
@@ -68,12 +86,12 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"docs/{self.page}:{self.line}"
+        return f"{page_name(self.page)}:{self.line}"
 
 
 def read_blocks(page: str) -> list[Block]:
     """The fenced code blocks of ``docs/page``, with what a test needs to run them."""
-    lines = (DOCS / page).read_text(encoding="utf-8").splitlines()
+    lines = page_path(page).read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
     index = 0
     while index < len(lines):
@@ -91,7 +109,7 @@ def read_blocks(page: str) -> list[Block]:
         while end < len(lines) and lines[end].rstrip() != closing:
             end += 1
         if end == len(lines):
-            raise AssertionError(f"docs/{page}:{index + 1}: code block never closed")
+            raise AssertionError(f"{page_name(page)}:{index + 1}: code block never closed")
         blocks.append(
             Block(
                 page=page,
@@ -111,7 +129,7 @@ def compile_block(block: Block, source: str | None = None) -> Any:
     padded = "\n" * (block.line - 1) + (block.code if source is None else source)
     return compile(
         padded,
-        f"docs/{block.page}",
+        page_name(block.page),
         "exec",
         flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
         dont_inherit=True,
@@ -130,7 +148,7 @@ def is_project_file(block: Block) -> bool:
     return block.title is not None and PROJECT_FILE.fullmatch(block.title) is not None
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", EXAMPLE_PAGES)
 async def test_examples_run(
     page: str, whop_emulator: WhopEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -157,10 +175,10 @@ async def test_examples_run(
     if project:
         await run_pytest_project(project, tmp_path)
     if page in SENDING_PAGES:
-        assert ran, f"docs/{page} has no example that runs"
-        assert whop_emulator.notifications, f"no example on docs/{page} sent a notification"
+        assert ran, f"{page_name(page)} has no example that runs"
+        assert whop_emulator.notifications, f"no example on {page_name(page)} sent a notification"
     assert whop_emulator.pending_script == 0, (
-        f"docs/{page}: {whop_emulator.pending_script} scripted answers were never used"
+        f"{page_name(page)}: {whop_emulator.pending_script} scripted answers were never used"
     )
 
 

@@ -24,7 +24,7 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, overload
 
 import attrs
 
@@ -258,6 +258,34 @@ class _Batch:
             await self._finish(BulkOutcome(pulled[0], None, None, self._gate.aborted_error()))
 
 
+@overload
+async def gather_notifications(
+    client: AsyncWhop,
+    items: Iterable[BulkItem] | AsyncIterable[BulkItem],
+    *,
+    concurrency: int = ...,
+    return_exceptions: Literal[False] = ...,
+    on_result: OnResult | None = ...,
+    max_rate: float | None = ...,
+    max_rate_limit_wait: float = ...,
+    stats: BulkStats | None = ...,
+) -> list[NotificationCreateResponse]: ...
+
+
+@overload
+async def gather_notifications(
+    client: AsyncWhop,
+    items: Iterable[BulkItem] | AsyncIterable[BulkItem],
+    *,
+    concurrency: int = ...,
+    return_exceptions: bool,
+    on_result: OnResult | None = ...,
+    max_rate: float | None = ...,
+    max_rate_limit_wait: float = ...,
+    stats: BulkStats | None = ...,
+) -> list[NotificationCreateResponse | WhopError]: ...
+
+
 async def gather_notifications(
     client: AsyncWhop,
     items: Iterable[BulkItem] | AsyncIterable[BulkItem],
@@ -268,7 +296,7 @@ async def gather_notifications(
     max_rate: float | None = None,
     max_rate_limit_wait: float = DEFAULT_MAX_RATE_LIMIT_WAIT,
     stats: BulkStats | None = None,
-) -> list[NotificationCreateResponse | WhopError]:
+) -> list[Any]:
     """Send many notifications, ``concurrency`` at a time, and return one outcome per item.
 
     Like ``asyncio.gather``, the list is in input order. ``items`` may be any iterable or async
@@ -293,7 +321,9 @@ async def gather_notifications(
         stats: A ``BulkStats`` to fill in as the batch runs.
 
     Returns:
-        One ``NotificationCreateResponse`` or exception per item, in input order.
+        One ``NotificationCreateResponse`` per item, in input order; with
+        ``return_exceptions=True``, an exception stands at the index of each failed item
+        (the type checker knows which of the two lists it gets).
 
     Raises:
         BulkSendError: with ``return_exceptions=False``, after a failure; ``results`` holds every
@@ -321,7 +351,7 @@ async def gather_notifications(
         deliver=deliver,
     )
     await batch.run()
-    complete: list[NotificationCreateResponse | WhopError] = results  # type: ignore[assignment]
+    complete: list[Any] = results  # every index was filled: one outcome per item
     if not return_exceptions and batch.first_failure is not None:
         stats_ = batch.stats
         raise BulkSendError(

@@ -23,6 +23,8 @@ from whop_async import (
     NotificationCreateParams,
     NotificationCreateResponse,
     RateLimitError,
+    WhopError,
+    gather_notifications,
 )
 from whop_async.testing import WhopEmulator
 
@@ -72,3 +74,14 @@ async def public_api(emulator: WhopEmulator) -> None:
         assert_type(str(error), str)
     except InvalidParamsError as error:
         assert_type(error.field, str)
+
+
+async def gather_results_are_typed_by_return_exceptions(client: AsyncWhop) -> None:
+    """Without return_exceptions the list holds responses only; with it, errors too."""
+    items = [{"company_id": "biz_1", "title": "t", "content": "c"}]
+    responses = await gather_notifications(client, items)
+    successes: list[bool] = [response.success for response in responses]
+    outcomes = await gather_notifications(client, items, return_exceptions=True)
+    mixed: list[NotificationCreateResponse | WhopError] = outcomes
+    assert successes is not None
+    assert mixed is not None
