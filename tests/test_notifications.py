@@ -6,6 +6,8 @@ import gzip
 import json
 import platform
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -323,3 +325,28 @@ async def test_a_2xx_body_without_a_declared_length_is_capped_too(
 
     assert caught.value.raw_body == "x" * 4096
     assert whop_emulator.request_count == 1
+
+
+def test_idempotency_keys_are_unique_across_draws_and_forks() -> None:
+    # Keys are cut from one larger random draw; a forked child must not repeat its parent's.
+    script = """
+import os
+from whop_async._notifications import new_idempotency_key
+keys = {new_idempotency_key() for _ in range(1000)}
+assert len(keys) == 1000, "keys repeat within one process"
+read_end, write_end = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write_end, new_idempotency_key().encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+child_key = os.read(read_end, 64).decode()
+parent_key = new_idempotency_key()
+assert child_key != parent_key, "the child repeated the parent's next key"
+print("ok")
+"""
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "ok"

@@ -120,10 +120,15 @@ def _connection_error(exc: Exception) -> APIConnectionError:
 
 
 async def _attempt(
-    pool: Pool, config: ClientConfig, url: URL, headers: Mapping[str, str], body: bytes
+    pool: Pool,
+    loop: asyncio.AbstractEventLoop,
+    config: ClientConfig,
+    url: URL,
+    headers: Mapping[str, str],
+    body: bytes,
 ) -> RawResponse | APIConnectionError:
     """One attempt: the response, whatever its status, or the connection error to retry after."""
-    session, slots = pool.acquire()
+    session, slots = pool.acquire(loop)
     try:
         if slots is None:
             status, response_headers, raw = await _exchange(session, config, url, headers, body)
@@ -168,17 +173,18 @@ async def post(
         ClientClosedError: the client was closed, or is used from another event loop.
     """
     headers = {**config.headers, "Idempotency-Key": idempotency_key}
+    # Once per call: on Python 3.11 and older every get_running_loop() is a getpid() system call.
     loop = asyncio.get_running_loop()
     retries_done = 0
     while True:
         started = loop.time()
         if gate is None:
-            result = await _attempt(pool, config, url, headers, body)
+            result = await _attempt(pool, loop, config, url, headers, body)
         else:
             await gate.acquire()
             result_or_none: RawResponse | APIConnectionError | None = None
             try:
-                result = result_or_none = await _attempt(pool, config, url, headers, body)
+                result = result_or_none = await _attempt(pool, loop, config, url, headers, body)
             finally:
                 gate.release(
                     result_or_none.status if isinstance(result_or_none, RawResponse) else None
