@@ -12,10 +12,13 @@ docs and of uapi). The serialization rules live here, not on the models:
 from __future__ import annotations
 
 import json
-from typing import Any
+import json.encoder
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import attrs
 import cattrs
+from cattrs.fns import identity
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter as make_json_converter
 
@@ -31,6 +34,15 @@ def _structure_strict_bool(value: Any, _: type) -> bool:
     return value
 
 
+def _json_native_fields(cls: type) -> dict[str, Any]:
+    """Overrides that copy each field as it is: the values are JSON-native already.
+
+    The models hold only strings, integers and tuples of them (the JSON encoder writes tuples
+    as arrays), so an identity hook is right, and cattrs inlines it into the generated function.
+    """
+    return {field.name: override(unstruct_hook=identity) for field in attrs.fields(cls)}
+
+
 def make_converter() -> cattrs.Converter:
     """Build the converter whop_async uses for every body it sends and receives."""
     converter = make_json_converter(omit_if_default=True, detailed_validation=True)
@@ -41,7 +53,10 @@ def make_converter() -> cattrs.Converter:
             NotificationCreateParams,
             converter,
             _cattrs_omit_if_default=True,
-            idempotency_key=override(omit=True),
+            **{
+                **_json_native_fields(NotificationCreateParams),
+                "idempotency_key": override(omit=True),  # a header, never in the body
+            },
         ),
     )
     structure_known = make_dict_structure_fn(
@@ -63,13 +78,37 @@ def make_converter() -> cattrs.Converter:
 converter = make_converter()
 
 
-# json.dumps() builds a new encoder on every call with non-default options; build ours once.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+def _not_serializable(value: object) -> NoReturn:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_body_encoder() -> Callable[[Any], str]:
+    """Compact JSON (``ensure_ascii=False``, no spaces), with the encoder built once.
+
+    ``json.dumps`` builds a new C encoder on every call, a third of the cost of encoding a
+    notification. The C encoder is reused when this interpreter has it and it behaves as
+    expected; otherwise ``json.JSONEncoder`` does the same job, a little slower.
+    """
+    make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if make_c_encoder is not None:
+        try:
+            c_encode = make_c_encoder(
+                None, _not_serializable, json.encoder.encode_basestring,
+                None, ":", ",", False, False, True,
+            )  # fmt: skip
+            if "".join(c_encode({"é": [1, None]}, 0)) == '{"é":[1,null]}':
+                return lambda value: "".join(c_encode(value, 0))
+        except TypeError:  # pragma: no cover - a future signature; fall back below
+            pass
+    return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # pragma: no cover
+
+
+_encode_json = _make_body_encoder()
 
 
 def dump_params(params: NotificationCreateParams) -> bytes:
     """Serialize ``params`` once into the compact UTF-8 JSON body of the request."""
-    return _ENCODER.encode(converter.unstructure(params)).encode()
+    return _encode_json(converter.unstructure(params)).encode()
 
 
 def load_response(payload: Any) -> NotificationCreateResponse:

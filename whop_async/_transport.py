@@ -12,10 +12,9 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import aiohttp
-import attrs
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -37,9 +36,8 @@ __all__ = ["Gate", "RawResponse", "parse_json_body", "post"]
 logger = logging.getLogger("whop_async")
 
 
-@attrs.frozen
-class RawResponse:
-    """A 2xx response, read in full."""
+class RawResponse(NamedTuple):
+    """A response read in full (a tuple: one is made per request)."""
 
     status: int
     headers: Mapping[str, str]
@@ -133,8 +131,11 @@ async def _attempt(
         if slots is None:
             status, response_headers, raw = await _exchange(session, config, url, headers, body)
         else:
-            async with slots:
+            await slots.acquire()
+            try:
                 status, response_headers, raw = await _exchange(session, config, url, headers, body)
+            finally:
+                slots.release()
     except aiohttp.ClientSSLError as exc:
         # A certificate that does not verify will not verify on the next attempt either.
         raise APIConnectionError(
