@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import trustme
 
 from whop_async import AsyncWhop, Backoff
 from whop_async.testing import DEFAULT_API_KEY, WhopEmulator
@@ -136,3 +137,9 @@ async def make_client(whop_emulator: WhopEmulator) -> AsyncIterator[Callable[...
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def certificate_authority() -> trustme.CA:
+    """A private CA for TLS tests: issue a certificate for 127.0.0.1, trust it in a client."""
+    return trustme.CA()

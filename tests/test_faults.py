@@ -542,11 +542,6 @@ async def test_a_redirect_is_not_followed_and_never_carries_the_key_elsewhere(
 # 9. TLS
 
 
-@pytest.fixture(scope="module")
-def certificate_authority() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
 def tls_server_context(certificate_authority: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -390,11 +390,6 @@ async def test_no_debug_work_when_debug_logging_is_off(
     assert whop_logs == []
 
 
-@pytest.fixture(scope="module")
-def certificate_authority() -> trustme.CA:
-    return trustme.CA()
-
-
 async def test_tls_with_a_trusted_private_ca(certificate_authority: trustme.CA) -> None:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     certificate_authority.issue_cert("127.0.0.1").configure_cert(server_context)
