@@ -178,11 +178,12 @@ async def post(
     loop = asyncio.get_running_loop()
     retries_done = 0
     while True:
-        started = loop.time()
         if gate is None:
+            started = loop.time()
             result = await _attempt(pool, loop, config, url, headers, body)
         else:
-            await gate.acquire()
+            await gate.acquire()  # a shared pause is not part of the attempt's time
+            started = loop.time()
             result_or_none: RawResponse | APIConnectionError | None = None
             try:
                 result = result_or_none = await _attempt(pool, loop, config, url, headers, body)
@@ -190,9 +191,9 @@ async def post(
                 gate.release(
                     result_or_none.status if isinstance(result_or_none, RawResponse) else None
                 )
+        _log_attempt(url, result, retries_done, config.max_retries, loop.time() - started)
         error: APIStatusError | APIConnectionError
         if isinstance(result, RawResponse):
-            _log_attempt(url, result, retries_done, config.max_retries, loop.time() - started)
             if 200 <= result.status < 300:
                 return result
             error = status_error(result.status, result.headers, result.body)
@@ -207,7 +208,6 @@ async def post(
             ):
                 continue
         else:
-            _log_attempt(url, result, retries_done, config.max_retries, loop.time() - started)
             error, retryable, hints = result, True, None
         if not retryable or retries_done >= config.max_retries:
             raise error
