@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, overload
 
 import attrs
 
+from ._config import check_int, is_real
 from ._converter import dump_params
 from ._exceptions import (
     AuthenticationError,
@@ -109,11 +110,8 @@ def _to_params(item: object) -> NotificationCreateParams:
 
 
 def _check_options(concurrency: int, max_rate: float | None, max_rate_limit_wait: float) -> None:
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidParamsError("concurrency", f"must be an integer >= 1, got {concurrency!r}")
-    if max_rate is not None and (
-        isinstance(max_rate, bool) or not isinstance(max_rate, (int, float)) or not max_rate > 0
-    ):
+    check_int("concurrency", concurrency, minimum=1)
+    if max_rate is not None and (not is_real(max_rate) or not max_rate > 0):
         raise InvalidParamsError("max_rate", f"must be a number > 0 or None, got {max_rate!r}")
     if not isinstance(max_rate_limit_wait, (int, float)) or not max_rate_limit_wait >= 0:
         raise InvalidParamsError(

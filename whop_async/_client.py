@@ -21,6 +21,7 @@ from ._config import (
     Backoff,
     ClientConfig,
     NotGiven,
+    check_int,
     resolve_api_key,
     resolve_app_id,
     resolve_base_url,
@@ -71,14 +72,7 @@ class AsyncWhop:
         ssl: ssl_module.SSLContext | bool = True,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        if (
-            isinstance(connection_limit, bool)
-            or not isinstance(connection_limit, int)
-            or (connection_limit < 1)
-        ):
-            raise InvalidParamsError(
-                "connection_limit", f"must be an integer >= 1, got {connection_limit!r}"
-            )
+        check_int("connection_limit", connection_limit, minimum=1)
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise InvalidParamsError(
                 "session", f"must be an aiohttp.ClientSession, got {type(session).__name__}"

@@ -63,8 +63,19 @@ class NotGiven(Enum):
 NOT_GIVEN: Final = NotGiven.NOT_GIVEN
 
 
+def is_real(value: object) -> bool:
+    """An int or a float, and not a bool (which would pass for 0 or 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_int(field: str, value: object, *, minimum: int) -> None:
+    """Raise ``InvalidParamsError`` naming ``field`` unless ``value`` is an int >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidParamsError(field, f"must be an integer >= {minimum}, got {value!r}")
+
+
 def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    if not is_real(value) or not value >= 0:
         raise InvalidParamsError(attribute.name, f"must be a number >= 0, got {value!r}")
 
 
@@ -120,13 +131,12 @@ def _is_loopback(host: str | None) -> bool:
 def _check_timeout(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if not is_real(value) or not value > 0:
         raise InvalidParamsError(attribute.name, f"must be a number of seconds > 0, got {value!r}")
 
 
 def _check_count(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidParamsError(attribute.name, f"must be an integer >= 0, got {value!r}")
+    check_int(attribute.name, value, minimum=0)
 
 
 @attrs.frozen(kw_only=True)

@@ -74,9 +74,14 @@ def _to_user_ids(value: object) -> tuple[ID, ...] | None:
     return user_ids
 
 
+def is_header_safe(value: str) -> bool:
+    """Printable ASCII only: nothing that would break or inject an HTTP header (CR, LF, ...)."""
+    return value.isascii() and value.isprintable()
+
+
 def check_header_value(field: str, value: str) -> None:
     """Reject what would break or inject an HTTP header: CR, LF, other controls, non-ASCII."""
-    if not value.isascii() or not value.isprintable():
+    if not is_header_safe(value):
         raise InvalidParamsError(
             field, "must be printable ASCII (no CR, LF or other control characters)"
         )

@@ -23,7 +23,7 @@ from typing import IO, Any, Final, Literal, TypeAlias
 import attrs
 
 from .._exceptions import InvalidParamsError
-from .._models import MAX_IDEMPOTENCY_KEY_LENGTH, NotificationCreateParams
+from .._models import MAX_IDEMPOTENCY_KEY_LENGTH, NotificationCreateParams, is_header_safe
 
 __all__ = [
     "FileProblem",
@@ -199,11 +199,7 @@ def _derive_key(line: int, values: dict[str, Any], identity: str) -> str:
     row_id = values.get(ID_COLUMN)
     if isinstance(row_id, (str, int)) and not isinstance(row_id, bool) and str(row_id).strip():
         text = str(row_id)
-        if (
-            text.isascii()
-            and text.isprintable()
-            and len(_KEY_ID_PREFIX) + len(text) <= MAX_IDEMPOTENCY_KEY_LENGTH
-        ):
+        if is_header_safe(text) and len(_KEY_ID_PREFIX) + len(text) <= MAX_IDEMPOTENCY_KEY_LENGTH:
             return _KEY_ID_PREFIX + text
         return _KEY_ID_PREFIX + hashlib.sha256(text.encode()).hexdigest()
     content = json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
