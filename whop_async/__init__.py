@@ -1,7 +1,7 @@
 """whop_async: an asyncio-native client for Whop's notifications API.
 
 >>> async with AsyncWhop() as client:                      # doctest: +SKIP
-...     await client.notifications.create(company_id="biz_...", title="Hi", content="Hello")
+...     await client.notifications.create(account_id="biz_...", title="Hi", content="Hello")
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ from ._client import AsyncWhop
 from ._config import (
     DEFAULT_BASE_URL,
     DEFAULT_CONNECTION_LIMIT,
+    DEFAULT_MAX_RATE_LIMIT_WAIT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     NOT_GIVEN,
+    SANDBOX_BASE_URL,
     Backoff,
     NotGiven,
 )
 from ._exceptions import (
+    FATAL_ERRORS,
     APIConnectionError,
     APIError,
     APIResponseValidationError,
@@ -29,6 +32,8 @@ from ._exceptions import (
     BulkSendError,
     ClientClosedError,
     ConflictError,
+    IdempotencyKeyMismatchError,
+    IdempotencyRequestInProgressError,
     InternalServerError,
     InvalidParamsError,
     NotFoundError,
@@ -38,17 +43,30 @@ from ._exceptions import (
     WhopError,
 )
 from ._gate import BulkStats
+from ._keys import derive_idempotency_key
 from ._models import ID, NotificationCreateParams, NotificationCreateResponse
 from ._notifications import NotificationsResource
+from ._ratelimit import (
+    DEFAULT_RATE_LIMIT,
+    LocalRateLimiter,
+    Permit,
+    RateLimit,
+    RateLimiter,
+    Unlimited,
+)
 from ._version import __version__
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECTION_LIMIT",
+    "DEFAULT_MAX_RATE_LIMIT_WAIT",
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_RATE_LIMIT",
     "DEFAULT_TIMEOUT",
+    "FATAL_ERRORS",
     "ID",
     "NOT_GIVEN",
+    "SANDBOX_BASE_URL",
     "APIConnectionError",
     "APIError",
     "APIResponseValidationError",
@@ -65,18 +83,26 @@ __all__ = [
     "BulkStats",
     "ClientClosedError",
     "ConflictError",
+    "IdempotencyKeyMismatchError",
+    "IdempotencyRequestInProgressError",
     "InternalServerError",
     "InvalidParamsError",
+    "LocalRateLimiter",
     "NotFoundError",
     "NotGiven",
     "NotificationCreateParams",
     "NotificationCreateResponse",
     "NotificationsResource",
+    "Permit",
     "PermissionDeniedError",
+    "RateLimit",
     "RateLimitError",
+    "RateLimiter",
     "UnprocessableEntityError",
+    "Unlimited",
     "WhopError",
     "__version__",
+    "derive_idempotency_key",
     "gather_notifications",
     "iter_notifications",
 ]

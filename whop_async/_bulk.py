@@ -8,7 +8,8 @@ exact: one per item, in input order for ``gather_notifications``, as they comple
 
 Failures come in two kinds. *Item* failures (400, 404, 422, a bad item, a 5xx after retries)
 belong to that item. *Fatal* failures (401, 403, a closed client) mean no other item can succeed,
-so the batch stops at once. Rate limits belong to the batch as a whole (see ``_gate.py``).
+so the batch stops at once. Rate limits belong to the client: every attempt takes the client's
+limiter, which a batch only wraps with its own cap and counters (see ``_gate.py``).
 """
 
 from __future__ import annotations
@@ -28,20 +29,17 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, overload
 
 import attrs
 
-from ._config import check_int, is_real
-from ._converter import dump_params
+from ._config import DEFAULT_MAX_RATE_LIMIT_WAIT, check_int, check_seconds, is_real
 from ._exceptions import (
-    AuthenticationError,
+    FATAL_ERRORS,
     BatchAbortedError,
     BulkSendError,
-    ClientClosedError,
     InvalidParamsError,
-    PermissionDeniedError,
     WhopError,
 )
 from ._gate import BatchGate, BulkStats
+from ._keys import new_idempotency_key
 from ._models import NotificationCreateParams, NotificationCreateResponse
-from ._notifications import new_idempotency_key, send_notification
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -59,13 +57,9 @@ __all__ = [
 
 #: Requests in flight at once unless told otherwise.
 DEFAULT_CONCURRENCY: Final = 16
-#: Seconds a batch may spend paused by 429s, in total, before 429s use items' retry budgets.
-DEFAULT_MAX_RATE_LIMIT_WAIT: Final = 600.0
 
 #: What a bulk send accepts per item: built params, or a dict of ``create()`` keywords.
 BulkItem: TypeAlias = NotificationCreateParams | Mapping[str, Any]
-
-_FATAL: Final = (AuthenticationError, PermissionDeniedError, ClientClosedError)
 
 
 @attrs.frozen
@@ -113,10 +107,7 @@ def _check_options(concurrency: int, max_rate: float | None, max_rate_limit_wait
     check_int("concurrency", concurrency, minimum=1)
     if max_rate is not None and (not is_real(max_rate) or not max_rate > 0):
         raise InvalidParamsError("max_rate", f"must be a number > 0 or None, got {max_rate!r}")
-    if not isinstance(max_rate_limit_wait, (int, float)) or not max_rate_limit_wait >= 0:
-        raise InvalidParamsError(
-            "max_rate_limit_wait", f"must be a number of seconds >= 0, got {max_rate_limit_wait!r}"
-        )
+    check_seconds("max_rate_limit_wait", max_rate_limit_wait)
 
 
 class _Source:
@@ -184,10 +175,9 @@ class _Batch:
         self._stop_on_failure = stop_on_failure
         self._on_result = on_result
         self._deliver = deliver
+        self._max_rate_limit_wait = max_rate_limit_wait
         self.stats = stats if stats is not None else BulkStats()
-        self._gate = BatchGate(
-            max_rate=max_rate, max_rate_limit_wait=max_rate_limit_wait, stats=self.stats
-        )
+        self._gate = BatchGate(client.rate_limiter, max_rate=max_rate, stats=self.stats)
         self.first_failure: WhopError | None = None
         self._stopped = False
 
@@ -217,8 +207,11 @@ class _Batch:
         try:
             params = _to_params(item)
             key = params.idempotency_key or new_idempotency_key()
-            response = await send_notification(
-                self._client, params, body=dump_params(params), idempotency_key=key, gate=self._gate
+            response = await self._client.notifications._send(
+                params,
+                key,
+                limiter=self._gate.for_item(),
+                max_rate_limit_wait=self._max_rate_limit_wait,
             )
         except WhopError as exc:
             return BulkOutcome(index, key, None, exc)
@@ -234,7 +227,7 @@ class _Batch:
                 self.stats.aborted += 1
             elif self.first_failure is None:
                 self.first_failure = error
-            if isinstance(error, _FATAL):
+            if isinstance(error, FATAL_ERRORS):
                 self._stop(error)
             elif self._stop_on_failure and not isinstance(error, BatchAbortedError):
                 self._stopped = True
@@ -313,9 +306,10 @@ async def gather_notifications(
             failure; the ones in flight finish; then ``BulkSendError`` is raised.
         on_result: Called with each ``BulkOutcome`` as it happens (may be async): a progress bar,
             a journal.
-        max_rate: At most this many requests per second, for the whole batch.
-        max_rate_limit_wait: Seconds the batch may spend paused by 429s in total; past that, 429s
-            count against items' retry budgets like other retryable failures.
+        max_rate: At most this many requests per second, for the whole batch: a cap on top of
+            the client's ``rate_limit``, which every request takes anyway.
+        max_rate_limit_wait: Seconds each item may wait on 429s; past that, its 429s count
+            against its retry budget like other retryable failures.
         stats: A ``BulkStats`` to fill in as the batch runs.
 
     Returns:

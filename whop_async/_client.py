@@ -8,12 +8,12 @@ from types import TracebackType
 from typing import NoReturn, TypeVar
 
 import aiohttp
-import attrs
 from yarl import URL
 
 from ._config import (
     DEFAULT_BACKOFF,
     DEFAULT_CONNECTION_LIMIT,
+    DEFAULT_MAX_RATE_LIMIT_WAIT,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -23,16 +23,22 @@ from ._config import (
     NotGiven,
     check_int,
     resolve_api_key,
+    resolve_api_version,
     resolve_app_id,
     resolve_base_url,
 )
-from ._exceptions import InvalidParamsError
+from ._converter import dump_json, load_json
+from ._exceptions import APIError, ClientClosedError, InvalidParamsError, invalid_response
+from ._keys import new_idempotency_key
 from ._notifications import NotificationsResource
 from ._pool import Pool
+from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter, make_limiter
+from ._transport import request
 
 __all__ = ["AsyncWhop"]
 
 _ClientT = TypeVar("_ClientT", bound="AsyncWhop")
+_ModelT = TypeVar("_ModelT")
 
 
 class AsyncWhop:
@@ -47,10 +53,19 @@ class AsyncWhop:
             neither, construction raises ``WhopError``.
         base_url: Defaults to ``WHOP_BASE_URL``, then ``https://api.whop.com/api/v1``.
         app_id: Sent as ``X-Whop-App-Id``. Defaults to ``WHOP_APP_ID``.
+        api_version: Sent as ``Api-Version-Date`` on every request, pinning Whop's behaviour
+            (``"2026-08-21"``). Defaults to ``WHOP_API_VERSION``; without either none is sent
+            and Whop behaves as of 2025-01-01.
         timeout: Seconds one attempt may take, from taking a connection to the last byte of the
-            response; ``None`` for no limit. Waiting for a free pooled connection is not counted.
+            response; ``None`` for no limit. Waiting for a free pooled connection, or for the
+            rate limiter, is not counted.
         max_retries: Retries after the first attempt (0 for a single attempt).
         backoff: How long to wait between attempts; ``Backoff.instant()`` in tests.
+        rate_limit: The client-side limit every request passes through, per API operation:
+            Whop's documented ``RateLimit(600, per=60.0)`` by default; a ``RateLimiter`` (such
+            as ``whop_async.redis.RedisRateLimiter``, shared by processes); ``None`` for none.
+        max_rate_limit_wait: Seconds one call may spend waiting on 429s before they use its
+            retries.
         connection_limit: Connections the pool may open at once.
         session: An ``aiohttp.ClientSession`` of yours to use as is; it is never closed by us.
         ssl: ``True`` to verify certificates (the default), or an ``ssl.SSLContext`` (a private
@@ -64,9 +79,12 @@ class AsyncWhop:
         *,
         base_url: str | URL | None = None,
         app_id: str | None = None,
+        api_version: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff: Backoff = DEFAULT_BACKOFF,
+        rate_limit: RateLimit | RateLimiter | None = DEFAULT_RATE_LIMIT,
+        max_rate_limit_wait: float = DEFAULT_MAX_RATE_LIMIT_WAIT,
         connection_limit: int = DEFAULT_CONNECTION_LIMIT,
         session: aiohttp.ClientSession | None = None,
         ssl: ssl_module.SSLContext | bool = True,
@@ -83,14 +101,18 @@ class AsyncWhop:
             api_key=resolve_api_key(api_key),
             base_url=resolve_base_url(base_url),
             app_id=resolve_app_id(app_id),
+            api_version=resolve_api_version(api_version),
             timeout=timeout,
             max_retries=max_retries,
             backoff=backoff,
+            max_rate_limit_wait=max_rate_limit_wait,
             max_response_bytes=max_response_bytes,
         )
+        self._limiter = make_limiter(rate_limit)
         self._pool = Pool(session=session, connection_limit=connection_limit, ssl=ssl)
         self._owns_pool = True
-        self._open = True
+        self._closed = False
+        self._urls: dict[str, URL] = {}
 
     @functools.cached_property
     def notifications(self) -> NotificationsResource:
@@ -113,9 +135,24 @@ class AsyncWhop:
         return self._config.max_retries
 
     @property
+    def api_version(self) -> str | None:
+        """The ``Api-Version-Date`` sent with every request, if any."""
+        return self._config.api_version
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The client-side rate limit per API operation; ``None`` when requests are not limited."""
+        return self._limiter.limit
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The limiter every attempt of this client (and of its ``with_options`` copies) takes."""
+        return self._limiter
+
+    @property
     def is_closed(self) -> bool:
         """True once ``close()`` was called on this client or the client it was derived from."""
-        return self._pool.state == "closed" or not self._open
+        return self._closed or self._pool.state == "closed"
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
@@ -128,28 +165,116 @@ class AsyncWhop:
         timeout: float | NotGiven | None = NOT_GIVEN,
         max_retries: int | NotGiven = NOT_GIVEN,
         backoff: Backoff | NotGiven = NOT_GIVEN,
+        api_version: str | NotGiven | None = NOT_GIVEN,
+        max_rate_limit_wait: float | NotGiven = NOT_GIVEN,
     ) -> _ClientT:
-        """A client with other per-request settings that shares this one's connection pool.
+        """A client with other per-request settings that shares this one's pool and limiter.
 
         The copy borrows the pool: closing it does not close the pool; closing the original does.
+        Its requests count against the same rate limit as the original's.
         """
-        changes: dict[str, object] = {}
-        if not isinstance(timeout, NotGiven):
-            changes["timeout"] = timeout
-        if not isinstance(max_retries, NotGiven):
-            changes["max_retries"] = max_retries
-        if not isinstance(backoff, NotGiven):
-            changes["backoff"] = backoff
-        derived = object.__new__(type(self))
-        derived._config = attrs.evolve(self._config, **changes)  # type: ignore[arg-type]
+        config = self._config
+        derived = type(self)(
+            config.api_key,
+            base_url=config.base_url,
+            app_id=config.app_id,
+            api_version=config.api_version if isinstance(api_version, NotGiven) else api_version,
+            timeout=config.timeout if isinstance(timeout, NotGiven) else timeout,
+            max_retries=config.max_retries if isinstance(max_retries, NotGiven) else max_retries,
+            backoff=config.backoff if isinstance(backoff, NotGiven) else backoff,
+            rate_limit=self._limiter,
+            max_rate_limit_wait=(
+                config.max_rate_limit_wait
+                if isinstance(max_rate_limit_wait, NotGiven)
+                else max_rate_limit_wait
+            ),
+            max_response_bytes=config.max_response_bytes,
+        )
         derived._pool = self._pool
         derived._owns_pool = False
-        derived._open = True
+        derived._closed = self._closed
         return derived
 
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object,
+        cast_to: type[_ModelT],
+        idempotency_key: str | None = None,
+        limiter: RateLimiter | None = None,
+        max_rate_limit_wait: float | None = None,
+    ) -> _ModelT:
+        """The one request path: every resource method is a few lines over this.
+
+        Serializes ``body`` with the converter, sends it through the rate limiter and the retry
+        loop with one idempotency key (``idempotency_key``, else a new one), and structures the
+        2xx response into ``cast_to``. Every ``APIError`` raised carries the key. Per call,
+        ``limiter`` stands in for the client's own (a bulk send passes one that wraps it) and
+        ``max_rate_limit_wait`` for the client's setting.
+        """
+        if self.is_closed:
+            raise ClientClosedError(
+                "This client has been closed; create a new AsyncWhop to send more requests."
+            )
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._config.base_url / path.lstrip("/")
+        key = idempotency_key or new_idempotency_key()
+        try:
+            response = await request(
+                self._config,
+                self._pool,
+                self._limiter if limiter is None else limiter,
+                method=method,
+                url=url,
+                operation=f"{method} {path}",
+                body=dump_json(body),
+                idempotency_key=key,
+                max_rate_limit_wait=(
+                    self._config.max_rate_limit_wait
+                    if max_rate_limit_wait is None
+                    else max_rate_limit_wait
+                ),
+            )
+            try:
+                return load_json(response.body, cast_to)
+            except ValueError as exc:
+                raise invalid_response(
+                    response.status, response.headers, response.body, str(exc)
+                ) from None
+        except APIError as exc:
+            exc.idempotency_key = key
+            raise
+
+    async def _post(
+        self,
+        path: str,
+        *,
+        body: object,
+        cast_to: type[_ModelT],
+        idempotency_key: str | None = None,
+        limiter: RateLimiter | None = None,
+        max_rate_limit_wait: float | None = None,
+    ) -> _ModelT:
+        """``_request("POST", ...)``."""
+        return await self._request(
+            "POST",
+            path,
+            body=body,
+            cast_to=cast_to,
+            idempotency_key=idempotency_key,
+            limiter=limiter,
+            max_rate_limit_wait=max_rate_limit_wait,
+        )
+
     async def close(self) -> None:
-        """Close the connection pool (unless it is borrowed). Safe to call more than once."""
-        self._open = False
+        """Close the connection pool (unless it is borrowed). Safe to call more than once.
+
+        A limiter given as ``rate_limit`` is yours, and is left open.
+        """
+        self._closed = True
         if self._owns_pool:
             await self._pool.close()
 

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECTION_LIMIT",
+    "DEFAULT_MAX_RATE_LIMIT_WAIT",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
@@ -32,11 +33,14 @@ __all__ = [
     "Backoff",
     "ClientConfig",
     "NotGiven",
+    "SANDBOX_BASE_URL",
 ]
 
 logger = logging.getLogger("whop_async")
 
 DEFAULT_BASE_URL: Final = "https://api.whop.com/api/v1"
+#: Whop's sandbox: the same API against test data.
+SANDBOX_BASE_URL: Final = "https://sandbox-api.whop.com/api/v1"
 #: Seconds one attempt may take, from sending the request to the last byte of the response.
 DEFAULT_TIMEOUT: Final = 60.0
 #: Retries after the first attempt; 0 makes one attempt only.
@@ -45,10 +49,13 @@ DEFAULT_MAX_RETRIES: Final = 2
 DEFAULT_CONNECTION_LIMIT: Final = 100
 #: The most of a response body the client reads; more is an error, not a memory spike.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 1024 * 1024
+#: Seconds one call (or one item of a bulk send) may wait on 429s before they use its retries.
+DEFAULT_MAX_RATE_LIMIT_WAIT: Final = 600.0
 
 API_KEY_ENV: Final = "WHOP_API_KEY"
 BASE_URL_ENV: Final = "WHOP_BASE_URL"
 APP_ID_ENV: Final = "WHOP_APP_ID"
+API_VERSION_ENV: Final = "WHOP_API_VERSION"
 
 
 class NotGiven(Enum):
@@ -139,6 +146,12 @@ def _check_count(_: object, attribute: attrs.Attribute[Any], value: int) -> None
     check_int(attribute.name, value, minimum=0)
 
 
+def check_seconds(field: str, value: object) -> None:
+    """Raise ``InvalidParamsError`` naming ``field`` unless ``value`` is a number >= 0."""
+    if not is_real(value) or not value >= 0:  # type: ignore[operator]
+        raise InvalidParamsError(field, f"must be a number of seconds >= 0, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """The resolved settings of one client. ``api_key`` never appears in its repr."""
@@ -146,17 +159,14 @@ class ClientConfig:
     api_key: str = attrs.field(repr=False)
     base_url: URL
     app_id: str | None
+    api_version: str | None
     timeout: float | None = attrs.field(validator=_check_timeout)
     max_retries: int = attrs.field(validator=_check_count)
     backoff: Backoff
+    max_rate_limit_wait: float = attrs.field(validator=_non_negative)
     max_response_bytes: int = attrs.field(validator=_check_count)
-    notifications_url: URL = attrs.field(init=False)
     headers: dict[str, str] = attrs.field(init=False, repr=False)
     aiohttp_timeout: aiohttp.ClientTimeout = attrs.field(init=False, repr=False)
-
-    @notifications_url.default
-    def _notifications_url(self) -> URL:
-        return self.base_url / "notifications"
 
     @headers.default
     def _headers(self) -> dict[str, str]:
@@ -168,6 +178,8 @@ class ClientConfig:
         }
         if self.app_id is not None:
             headers["X-Whop-App-Id"] = self.app_id
+        if self.api_version is not None:
+            headers["Api-Version-Date"] = self.api_version
         return headers
 
     @aiohttp_timeout.default
@@ -191,15 +203,30 @@ def resolve_api_key(api_key: str | None) -> str:
     return key
 
 
-def resolve_app_id(app_id: str | None) -> str | None:
-    """Take the explicit app id, else ``WHOP_APP_ID``, else none."""
-    value = app_id if app_id is not None else os.environ.get(APP_ID_ENV)
+def _resolve_header_option(field: str, value: str | None, env: str) -> str | None:
+    """Take the explicit value, else the environment variable ``env``; check it is header-safe."""
+    if value is None:
+        value = os.environ.get(env)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise InvalidParamsError("app_id", f"must be a string, got {type(value).__name__}")
-    check_header_value("app_id", value)
+        raise InvalidParamsError(field, f"must be a string, got {type(value).__name__}")
+    check_header_value(field, value)
     return value
+
+
+def resolve_app_id(app_id: str | None) -> str | None:
+    """Take the explicit app id, else ``WHOP_APP_ID``, else none."""
+    return _resolve_header_option("app_id", app_id, APP_ID_ENV)
+
+
+def resolve_api_version(api_version: str | None) -> str | None:
+    """Take the explicit API version, else ``WHOP_API_VERSION``, else none (Whop's 2025-01-01).
+
+    Values are opaque to the client (``"2026-08-21"``, ``"2026-09-22-3"``): Whop answers an
+    unknown one with a 400. Only what would break a header is refused here.
+    """
+    return _resolve_header_option("api_version", api_version, API_VERSION_ENV)
 
 
 def resolve_base_url(base_url: str | URL | None) -> URL:

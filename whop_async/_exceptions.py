@@ -13,17 +13,22 @@ Every exception the library raises on purpose is a ``WhopError``::
         ├── APIResponseValidationError   a 2xx whose body is not the documented shape
         └── APIStatusError          a non-2xx response
             ├── BadRequestError            400
+            │   └── IdempotencyKeyMismatchError        the key was used for another request
             ├── AuthenticationError        401
             ├── PermissionDeniedError      403
             ├── NotFoundError              404
             ├── ConflictError              409
+            │   └── IdempotencyRequestInProgressError  the key's first request is still running
             ├── UnprocessableEntityError   422
             ├── RateLimitError             429
             └── InternalServerError        >= 500
 
 The names follow Whop's official SDKs. Transport errors are kept apart from status errors, as in
 httpx: an ``APIConnectionError`` means the request may or may not have reached Whop, which is why
-every POST carries an idempotency key. Nothing here ever holds the API key.
+every POST carries an idempotency key, and why every ``APIError`` of a call carries that call's
+``idempotency_key``: send again with it, and Whop replays the first answer instead of notifying
+twice. ``FATAL_ERRORS`` are the failures after which no other request of the client can succeed
+(a bulk send stops at the first). Nothing here ever holds the API key.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "FATAL_ERRORS",
     "APIConnectionError",
     "APIError",
     "APIResponseValidationError",
@@ -44,6 +50,8 @@ __all__ = [
     "BulkSendError",
     "ClientClosedError",
     "ConflictError",
+    "IdempotencyKeyMismatchError",
+    "IdempotencyRequestInProgressError",
     "InternalServerError",
     "InvalidParamsError",
     "NotFoundError",
@@ -86,7 +94,13 @@ class ClientClosedError(WhopError):
 
 
 class APIError(WhopError):
-    """Something went wrong while talking to the Whop API."""
+    """Something went wrong while talking to the Whop API.
+
+    ``idempotency_key`` is the key every attempt of the failed call carried: pass it as
+    ``idempotency_key=`` to send the same call again without risking a second notification.
+    """
+
+    idempotency_key: str | None = None
 
 
 class APIConnectionError(APIError):
@@ -129,6 +143,11 @@ class _ResponseError(APIError):
         """The body as text, exactly as received (undecodable bytes replaced)."""
         self.request_id: str | None = headers.get("x-request-id")
         """Whop's ``x-request-id``, to quote when asking Whop's support."""
+        code, message = error_details(body, raw_body)
+        self.code: str | None = code
+        """Whop's ``error.code`` (``error.type`` for a 429), e.g. ``"idempotency_key_mismatch"``."""
+        self.message: str = message
+        """The server's message, e.g. ``"Try again in 12 seconds."`` (shortened if long)."""
 
 
 class APIResponseValidationError(_ResponseError):
@@ -167,7 +186,23 @@ class UnprocessableEntityError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429: too many requests; ``Retry-After`` says when to come back."""
+    """429: too many requests; Whop's message (or a ``Retry-After``) says when to come back."""
+
+
+class IdempotencyKeyMismatchError(BadRequestError):
+    """400 ``idempotency_key_mismatch``: the key was first used for another request.
+
+    Another method, path, body or ``Api-Version-Date``: never retried. Use a new key for a new
+    notification.
+    """
+
+
+class IdempotencyRequestInProgressError(ConflictError):
+    """409 ``idempotency_request_in_progress``: the key's first request is still being handled.
+
+    Retried like any 409, with the same key; raised when the retries run out while Whop still
+    does not know the first request's outcome.
+    """
 
 
 class InternalServerError(APIStatusError):
@@ -185,6 +220,12 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
 }
 
 
+_CODED_ERRORS: dict[tuple[int, str], type[APIStatusError]] = {
+    (400, "idempotency_key_mismatch"): IdempotencyKeyMismatchError,
+    (409, "idempotency_request_in_progress"): IdempotencyRequestInProgressError,
+}
+
+
 def decode_body(raw: bytes) -> tuple[object, str]:
     """Return ``(parsed, text)`` for a response body: JSON when it parses, else the text."""
     text = raw.decode("utf-8", errors="replace")
@@ -194,6 +235,22 @@ def decode_body(raw: bytes) -> tuple[object, str]:
         return json.loads(text), text
     except ValueError:
         return text, text
+
+
+def error_details(body: object, text: str) -> tuple[str | None, str]:
+    """``(code, message)`` of an error body: Whop's ``{"error": {"code"|"type", "message"}}``.
+
+    The code is ``error.code``, else ``error.type`` (Whop's 429 uses ``type``), else ``None``.
+    """
+    code: str | None = None
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping):
+            for key in ("code", "type"):
+                if isinstance(error.get(key), str):
+                    code = error[key]
+                    break
+    return code, server_message(body, text)
 
 
 def server_message(body: object, text: str) -> str:
@@ -214,10 +271,11 @@ def server_message(body: object, text: str) -> str:
 def status_error(status: int, headers: Mapping[str, str], raw: bytes) -> APIStatusError:
     """Map one non-2xx response to the exception class that names its status."""
     body, text = decode_body(raw)
-    cls = _STATUS_ERRORS.get(status)
+    code, server_text = error_details(body, text)
+    cls = _CODED_ERRORS.get((status, code or "")) or _STATUS_ERRORS.get(status)
     if cls is None:
         cls = InternalServerError if status >= 500 else APIStatusError
-    message = f"Error code: {status} - {server_message(body, text)}"
+    message = f"Error code: {status} - {server_text}"
     if 300 <= status < 400:
         # Redirects are never followed: the Authorization header must not go to another host.
         location = headers.get("Location") or "(no Location header)"
@@ -256,3 +314,13 @@ class BulkSendError(WhopError):
 
 class BatchAbortedError(WhopError):
     """The bulk send stopped before this item was attempted; it was never sent."""
+
+
+#: Failures after which no other request of the same client can succeed: a wrong or revoked key
+#: (401), a key without the permission (403), a closed client. A bulk send stops at the first;
+#: anything else belongs to its item. The one definition the library and its CLI share.
+FATAL_ERRORS: tuple[type[WhopError], ...] = (
+    AuthenticationError,
+    PermissionDeniedError,
+    ClientClosedError,
+)

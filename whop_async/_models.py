@@ -103,6 +103,9 @@ def _check_idempotency_key(_: object, attribute: attrs.Attribute[Any], value: ob
 class NotificationCreateParams:
     """One notification to send: exactly one audience, a title and a content.
 
+    The audience is ``account_id`` (a company's team, ``biz_...``) or ``experience_id`` (an
+    experience's users); ``company_id`` is ``account_id``'s older name, sent under that name.
+
     Build these ahead of time (for example from a database query) and hand them to
     ``client.notifications.send(params)`` or ``gather_notifications``. Construction
     validates every field and raises ``InvalidParamsError`` naming the first bad one.
@@ -114,14 +117,17 @@ class NotificationCreateParams:
     content: str = attrs.field(validator=_check_required_text)
     """The main body text."""
 
-    company_id: str | None = attrs.field(default=None, validator=_check_optional_text)
-    """Send to this company's team members (``biz_...``). Exactly one of this and experience_id."""
+    account_id: str | None = attrs.field(default=None, validator=_check_optional_text)
+    """Send to this company's team members (``biz_...``). Exactly one audience field."""
 
     experience_id: str | None = attrs.field(default=None, validator=_check_optional_text)
     """Send to every user with access to this experience (``exp_...``)."""
 
+    company_id: str | None = attrs.field(default=None, validator=_check_optional_text)
+    """The older name of ``account_id`` (what Whop answers to without ``Api-Version-Date``)."""
+
     user_ids: tuple[ID, ...] | None = attrs.field(default=None, converter=_to_user_ids)
-    """Only these users of the audience receive it. A list of IDs; ``None`` for everyone."""
+    """Only these users of the audience receive it, notified as a mention; ``None`` for all."""
 
     icon_user_id: ID | None = attrs.field(default=None, validator=_check_optional_id)
     """The user whose profile picture is the icon; default is the company or experience avatar."""
@@ -136,10 +142,12 @@ class NotificationCreateParams:
     """Sent as the ``Idempotency-Key`` header, never in the body. Generated when not given."""
 
     def __attrs_post_init__(self) -> None:
-        if (self.company_id is None) == (self.experience_id is None):
-            given = "both were given" if self.company_id is not None else "neither was given"
+        audiences = [name for name in _AUDIENCE_FIELDS if getattr(self, name) is not None]
+        if len(audiences) != 1:
+            given = f"got {' and '.join(audiences)}" if audiences else "none was given"
             raise InvalidParamsError(
-                "company_id", f"exactly one of company_id and experience_id is required; {given}"
+                audiences[-1] if audiences else "account_id",
+                f"exactly one of account_id, experience_id and company_id is required; {given}",
             )
 
     @classmethod
@@ -156,6 +164,7 @@ class NotificationCreateParams:
         return cls(**values)
 
 
+_AUDIENCE_FIELDS = ("account_id", "experience_id", "company_id")
 _FIELD_NAMES = frozenset(field.name for field in attrs.fields(NotificationCreateParams))
 
 

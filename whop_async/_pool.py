@@ -22,25 +22,6 @@ from ._exceptions import ClientClosedError
 __all__ = ["Pool"]
 
 
-_allocator_settled = False
-
-
-def _settle_allocator() -> None:
-    """Let glibc serve asyncio's socket reads from the heap rather than from fresh mappings.
-
-    asyncio reads every socket with ``recv(256 KiB)``. On glibc, until the process has freed one
-    block at least that large, each such buffer is mmap'ed, shrunk with mremap and unmapped: three
-    system calls per response, measured as a fifth of a bulk send's CPU on loopback. Freeing one
-    1 MiB block raises glibc's dynamic mmap threshold past that size, which a long-running
-    service usually does sooner or later on its own; with other allocators it is one allocation.
-    """
-    global _allocator_settled
-    if not _allocator_settled:
-        _allocator_settled = True
-        block = bytearray(1024 * 1024)
-        del block
-
-
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
@@ -103,7 +84,6 @@ class Pool:
     def _open(
         self, loop: asyncio.AbstractEventLoop
     ) -> tuple[aiohttp.ClientSession, asyncio.Semaphore | None]:
-        _settle_allocator()
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connection_limit, ssl=self._ssl)
             # No cookies: the API sets none we need, and the jar costs time on every request.

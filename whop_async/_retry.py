@@ -1,10 +1,12 @@
 """When to retry an attempt, and how long to wait first.
 
-The rules are those of Whop's official SDKs: retry 408, 409, 429 and 5xx and connection failures;
-a server's ``x-should-retry: true|false`` overrides that; wait ``retry-after-ms``, else
-``Retry-After`` (seconds or an HTTP date), else exponential backoff with jitter. A server hint
-that is negative, zero, in the past or garbage falls back to backoff; a huge one is capped.
-These functions are pure so that they can be tested exhaustively (see tests/test_retry.py).
+The rules are those of Whop's Stainless-generated SDKs (``whop-sdk`` <= 0.0.41, ``@whop/sdk``
+0.0.42): retry 408, 409, 429 and 5xx and connection failures; a server's
+``x-should-retry: true|false`` overrides that; wait ``retry-after-ms``, else ``Retry-After``
+(seconds or an HTTP date), else, for a 429, the wait in Whop's message ("Try again in 12
+seconds."), else exponential backoff with jitter. A server hint that is negative, zero, in the
+past or garbage falls back to backoff; a huge one is capped. These functions are pure so that
+they can be tested exhaustively (see tests/test_retry.py).
 """
 
 from __future__ import annotations
@@ -12,14 +14,26 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import re
 import time
 from collections.abc import Mapping
 
 from ._config import Backoff
 
-__all__ = ["backoff_delay", "parse_retry_after", "retry_delay", "should_retry_status"]
+__all__ = [
+    "backoff_delay",
+    "parse_rate_limit_message",
+    "parse_retry_after",
+    "retry_delay",
+    "should_retry_status",
+]
 
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
+_TRY_AGAIN = re.compile(
+    r"try again in\s+(\d+(?:\.\d+)?|\.\d+)\s*"
+    r"(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)\b",
+    re.IGNORECASE,
+)
 
 
 def should_retry_status(status: int, headers: Mapping[str, str]) -> bool:
@@ -83,10 +97,42 @@ def backoff_delay(retries_done: int, backoff: Backoff) -> float:
     return max(0.0, delay * (1.0 - backoff.jitter * random.random()))
 
 
-def retry_delay(retries_done: int, headers: Mapping[str, str] | None, backoff: Backoff) -> float:
-    """The wait before the next attempt: the server's hint (capped) when usable, else backoff."""
-    if headers is not None:
-        hinted = parse_retry_after(headers)
-        if hinted is not None:
-            return min(hinted, backoff.max_retry_after)
+def parse_rate_limit_message(message: str | None) -> float | None:
+    """The wait in Whop's 429 message (``"Try again in 12 seconds."``), in seconds, or ``None``.
+
+    Whop documents no ``Retry-After`` for its rate limit: the wait is only in the message.
+    """
+    if not message:
+        return None
+    match = _TRY_AGAIN.search(message)
+    if match is None:
+        return None
+    unit = match[2].lower()
+    if unit.startswith(("ms", "milli")):
+        scale = 0.001
+    elif unit.startswith("m"):
+        scale = 60.0
+    else:
+        scale = 1.0
+    seconds = float(match[1]) * scale
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
+def retry_delay(
+    retries_done: int,
+    headers: Mapping[str, str] | None,
+    backoff: Backoff,
+    *,
+    message: str | None = None,
+) -> float:
+    """The wait before the next attempt: the server's hint (capped) when usable, else backoff.
+
+    A header wins over the wait in a 429's ``message``; either is cut to
+    ``backoff.max_retry_after``.
+    """
+    hinted = parse_retry_after(headers) if headers is not None else None
+    if hinted is None:
+        hinted = parse_rate_limit_message(message)
+    if hinted is not None:
+        return min(hinted, backoff.max_retry_after)
     return backoff_delay(retries_done, backoff)

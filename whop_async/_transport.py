@@ -1,18 +1,17 @@
-"""One POST to Whop: the attempt, the retry loop, timeouts and logging.
+"""One request to Whop: the attempt, the retry loop, timeouts and logging.
 
 This is the only module that touches aiohttp's request API. It returns the raw 2xx response or
-raises the exception that names what went wrong (see ``_exceptions.py``). A *gate* lets a bulk
-send take part in every attempt: wait for a shared rate-limit pause, share 429s across the batch
-and count retries. A single call has no gate.
+raises the exception that names what went wrong (see ``_exceptions.py``). Every attempt passes
+through the client's rate limiter (``_ratelimit.py``), which a bulk send wraps with its own
+pacing and counters: there is one path, whoever calls.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -29,9 +28,10 @@ from ._exceptions import (
     status_error,
 )
 from ._pool import Pool
+from ._ratelimit import MIN_RATE_LIMIT_PAUSE, RateLimiter
 from ._retry import retry_delay, should_retry_status
 
-__all__ = ["Gate", "RawResponse", "parse_json_body", "post"]
+__all__ = ["RawResponse", "request"]
 
 logger = logging.getLogger("whop_async")
 
@@ -42,22 +42,6 @@ class RawResponse(NamedTuple):
     status: int
     headers: Mapping[str, str]
     body: bytes
-
-
-class Gate(Protocol):
-    """What a bulk send controls in, and learns from, each attempt of its items."""
-
-    async def acquire(self) -> None:
-        """Wait until the batch may send (a shared rate-limit pause, pacing); may raise to abort."""
-
-    def release(self, status: int | None) -> None:
-        """Learn how the attempt ended: a status, or ``None`` when no response arrived."""
-
-    def rate_limited(self, delay: float) -> bool:
-        """Pause the whole batch for ``delay`` seconds; True when the item should just try again."""
-
-    def retrying(self) -> None:
-        """Count one retry that uses the item's own budget."""
 
 
 class _Truncated(Exception):
@@ -84,11 +68,13 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
 async def _exchange(
     session: aiohttp.ClientSession,
     config: ClientConfig,
+    method: str,
     url: URL,
     headers: Mapping[str, str],
     body: bytes,
 ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with session.post(
+    async with session.request(
+        method,
         url,
         data=body,
         headers=headers,
@@ -121,6 +107,7 @@ async def _attempt(
     pool: Pool,
     loop: asyncio.AbstractEventLoop,
     config: ClientConfig,
+    method: str,
     url: URL,
     headers: Mapping[str, str],
     body: bytes,
@@ -129,11 +116,15 @@ async def _attempt(
     session, slots = pool.acquire(loop)
     try:
         if slots is None:
-            status, response_headers, raw = await _exchange(session, config, url, headers, body)
+            status, response_headers, raw = await _exchange(
+                session, config, method, url, headers, body
+            )
         else:
             await slots.acquire()
             try:
-                status, response_headers, raw = await _exchange(session, config, url, headers, body)
+                status, response_headers, raw = await _exchange(
+                    session, config, method, url, headers, body
+                )
             finally:
                 slots.release()
     except aiohttp.ClientSSLError as exc:
@@ -153,19 +144,24 @@ async def _attempt(
     return RawResponse(status, response_headers, raw)
 
 
-async def post(
+async def request(
     config: ClientConfig,
     pool: Pool,
-    url: URL,
-    body: bytes,
+    limiter: RateLimiter,
     *,
+    method: str,
+    url: URL,
+    operation: str,
+    body: bytes,
     idempotency_key: str,
-    gate: Gate | None = None,
+    max_rate_limit_wait: float,
 ) -> RawResponse:
-    """POST ``body`` to ``url`` and return the 2xx response, retrying by Whop's rules.
+    """Send one request and return its 2xx response, retrying by Whop's rules.
 
-    Every attempt carries the same ``Idempotency-Key``, so a retry after a lost response cannot
-    create a second notification on a server that deduplicates.
+    Every attempt passes through ``limiter`` (waiting there is not part of its timeout) and
+    carries the same ``Idempotency-Key``, so a retry after a lost response cannot create a second
+    notification. A 429 waits as long as Whop asked (capped) and does not use a retry while the
+    call's 429 waits stay within ``max_rate_limit_wait`` seconds.
 
     Raises:
         APIStatusError: a non-2xx response that is not retried, or still failing after retries.
@@ -177,53 +173,54 @@ async def post(
     # Once per call: on Python 3.11 and older every get_running_loop() is a getpid() system call.
     loop = asyncio.get_running_loop()
     retries_done = 0
+    rate_limit_waited = 0.0
     while True:
-        if gate is None:
+        async with limiter.attempt(operation) as permit:
             started = loop.time()
-            result = await _attempt(pool, loop, config, url, headers, body)
-        else:
-            await gate.acquire()  # a shared pause is not part of the attempt's time
-            started = loop.time()
-            result_or_none: RawResponse | APIConnectionError | None = None
-            try:
-                result = result_or_none = await _attempt(pool, loop, config, url, headers, body)
-            finally:
-                gate.release(
-                    result_or_none.status if isinstance(result_or_none, RawResponse) else None
+            result = await _attempt(pool, loop, config, method, url, headers, body)
+            if isinstance(result, RawResponse):
+                if 200 <= result.status < 300:
+                    permit.record(result.status)
+                    _log_attempt(method, url, result, retries_done, config, started, loop)
+                    return result
+                refused = status_error(result.status, result.headers, result.body)
+                error: APIStatusError | APIConnectionError = refused
+                retryable = should_retry_status(result.status, result.headers)
+                rate_limited = result.status == 429
+                delay = retry_delay(
+                    retries_done,
+                    result.headers,
+                    config.backoff,
+                    message=refused.message if rate_limited else None,
                 )
-        _log_attempt(url, result, retries_done, config.max_retries, loop.time() - started)
-        error: APIStatusError | APIConnectionError
-        if isinstance(result, RawResponse):
-            if 200 <= result.status < 300:
-                return result
-            error = status_error(result.status, result.headers, result.body)
-            retryable = should_retry_status(result.status, result.headers)
-            hints: Mapping[str, str] | None = result.headers
-            # In a batch a 429 pauses everyone and does not use this item's budget.
-            if (
-                result.status == 429
-                and retryable
-                and gate is not None
-                and gate.rate_limited(retry_delay(retries_done, hints, config.backoff))
-            ):
-                continue
-        else:
-            error, retryable, hints = result, True, None
-        if not retryable or retries_done >= config.max_retries:
+                if rate_limited:
+                    delay = max(delay, MIN_RATE_LIMIT_PAUSE)
+                    permit.record(429, retry_after=delay)
+                else:
+                    permit.record(result.status)
+            else:
+                error, retryable, rate_limited = result, True, False
+                delay = retry_delay(retries_done, None, config.backoff)
+                permit.record(None)
+        _log_attempt(method, url, result, retries_done, config, started, loop)
+        if rate_limited and retryable and rate_limit_waited + delay <= max_rate_limit_wait:
+            # Not this call's fault: wait as asked, without using one of its retries.
+            rate_limit_waited += delay
+            logger.info("Rate limited on %s %s: waiting %.3f s as Whop asked", method, url, delay)
+        elif not retryable or retries_done >= config.max_retries:
             raise error
-        delay = retry_delay(retries_done, hints, config.backoff)
-        logger.info(
-            "Retrying POST %s in %.3f s (retry %d of %d) after %s",
-            url,
-            delay,
-            retries_done + 1,
-            config.max_retries,
-            _reason(error),
-        )
-        if gate is not None:
-            gate.retrying()
+        else:
+            retries_done += 1
+            logger.info(
+                "Retrying %s %s in %.3f s (retry %d of %d) after %s",
+                method,
+                url,
+                delay,
+                retries_done,
+                config.max_retries,
+                _reason(error),
+            )
         await asyncio.sleep(delay)
-        retries_done += 1
 
 
 def _reason(error: APIStatusError | APIConnectionError) -> str:
@@ -233,11 +230,13 @@ def _reason(error: APIStatusError | APIConnectionError) -> str:
 
 
 def _log_attempt(
+    method: str,
     url: URL,
     result: RawResponse | APIConnectionError,
     retries_done: int,
-    max_retries: int,
-    elapsed: float,
+    config: ClientConfig,
+    started: float,
+    loop: asyncio.AbstractEventLoop,
 ) -> None:
     if not logger.isEnabledFor(logging.DEBUG):
         return
@@ -247,21 +246,12 @@ def _log_attempt(
     else:
         outcome, request_id = type(result.__cause__).__name__, None
     logger.debug(
-        "POST %s -> %s (attempt %d of %d, %.1f ms, request id %s)",
+        "%s %s -> %s (attempt %d of %d, %.1f ms, request id %s)",
+        method,
         url,
         outcome,
         retries_done + 1,
-        max_retries + 1,
-        elapsed * 1000,
+        config.max_retries + 1,
+        (loop.time() - started) * 1000,
         request_id,
     )
-
-
-def parse_json_body(response: RawResponse) -> object:
-    """Decode a 2xx JSON body, or raise ``APIResponseValidationError`` with the raw text."""
-    try:
-        return json.loads(response.body)
-    except ValueError:
-        raise invalid_response(
-            response.status, response.headers, response.body, "a body that is not JSON"
-        ) from None

@@ -13,8 +13,8 @@ from .._exceptions import (
     InvalidParamsError,
     PermissionDeniedError,
 )
+from .._keys import new_idempotency_key
 from .._models import NotificationCreateParams
-from .._notifications import new_idempotency_key
 from ._shared import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, UsageError, make_client
 
 __all__ = ["run_send"]

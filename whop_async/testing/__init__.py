@@ -8,7 +8,7 @@ fixtures.
 
 from __future__ import annotations
 
-from ._emulator import DEFAULT_API_KEY, WhopEmulator
+from ._emulator import DEFAULT_API_KEY, WHOP_RATE_LIMIT, WhopEmulator
 from ._script import (
     Fault,
     RandomFaults,
@@ -19,6 +19,7 @@ from ._script import (
 
 __all__ = [
     "DEFAULT_API_KEY",
+    "WHOP_RATE_LIMIT",
     "Fault",
     "RandomFaults",
     "ReceivedNotification",

@@ -1,9 +1,9 @@
 """A Whop API emulator: a real aiohttp.web server on loopback that speaks ``POST /notifications``.
 
-It answers as the spec says (401 without the right bearer key, 400 with a JSON error for a bad
-body, 200 ``{"success": true}`` otherwise), deduplicates by ``Idempotency-Key`` as Whop does,
-records what it saw, and can be told to misbehave: scripted responses, rate limiting, dropped
-connections, hangs, slow, truncated or endless bodies, random faults.
+It answers as the spec says (401 without the right bearer key, 429 over Whop's documented rate
+limit, 400 with a JSON error for a bad body, 200 ``{"success": true}`` otherwise), deduplicates
+by ``Idempotency-Key`` as Whop does, records what it saw, and can be told to misbehave: scripted
+responses, dropped connections, hangs, slow, truncated or endless bodies, random faults.
 """
 
 from __future__ import annotations
@@ -22,13 +22,18 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from .._ratelimit import RateLimit
+from ._limits import Limiter, TokenBucket, Window, make_window
 from ._script import Fault, RandomFaults, ReceivedNotification, ReceivedRequest, ScriptedResponse
 from ._whop_rules import json_error, request_id, validate_notification
 
-__all__ = ["DEFAULT_API_KEY", "WhopEmulator"]
+__all__ = ["DEFAULT_API_KEY", "WHOP_RATE_LIMIT", "WhopEmulator"]
 
 #: The key the emulator accepts unless told otherwise.
 DEFAULT_API_KEY: Final = "whop_test_key"
+#: Whop's documented limit: 600 requests per minute per API operation and credential.
+WHOP_RATE_LIMIT: Final = RateLimit(600, per=60.0)
+_OPERATION: Final = "POST /notifications"
 #: An endless body stops after this many bytes even if the client never hangs up.
 _ENDLESS_BODY_LIMIT: Final = 256 * 1024 * 1024
 
@@ -50,8 +55,17 @@ class WhopEmulator:
 
     Args:
         api_key: The only bearer token accepted; ``None`` accepts any non-empty one.
-        rate_limit: Requests per second allowed (a token bucket holding one second's worth);
-            beyond that it answers 429 with ``Retry-After``.
+        rate_limit: Whop's limit, per bearer token and operation: 600 per 60 s by default (as
+            documented); ``RateLimit(60, per=6.0)`` makes the same rate testable in seconds;
+            ``None`` for no limit. Over it, the answer is Whop's documented 429,
+            ``{"error": {"type": "rate_limit_exceeded", "message": "Try again in N seconds."}}``,
+            with no ``Retry-After``. A refused request does not count.
+        rate_limit_window: ``"fixed"`` (windows of ``per`` seconds on the clock) or
+            ``"sliding"`` (any ``per`` seconds); Whop does not say which it uses.
+        rate_limit_headers: Also send ``Retry-After`` (whole seconds) with the 429, which Whop
+            does not document.
+        token_bucket: Instead of Whop's limit, the older model: this many requests a second,
+            bursts of one second's worth, 429s with ``Retry-After``.
         random_faults: Inject faults into a random fraction of requests.
         record_requests: Keep every request in ``requests``; turn off for long soaks.
         ssl_context: Serve HTTPS with this context (for TLS tests).
@@ -62,7 +76,10 @@ class WhopEmulator:
         self,
         *,
         api_key: str | None = DEFAULT_API_KEY,
-        rate_limit: float | None = None,
+        rate_limit: RateLimit | None = WHOP_RATE_LIMIT,
+        rate_limit_window: Window = "fixed",
+        rate_limit_headers: bool = False,
+        token_bucket: float | None = None,
         random_faults: RandomFaults | None = None,
         record_requests: bool = True,
         ssl_context: Any = None,
@@ -70,6 +87,14 @@ class WhopEmulator:
     ) -> None:
         self.api_key = api_key
         self.rate_limit = rate_limit
+        self.rate_limit_window = rate_limit_window
+        self.rate_limit_headers = rate_limit_headers
+        self._limiter: Limiter | None = None
+        if token_bucket is not None:
+            self._limiter = TokenBucket(token_bucket)
+            self.rate_limit_headers = True
+        elif rate_limit is not None:
+            self._limiter = make_window(rate_limit, rate_limit_window)
         self.random_faults = random_faults
         self.record_requests = record_requests
         self.response_delay = response_delay
@@ -77,8 +102,6 @@ class WhopEmulator:
         self._random = random.Random(random_faults.seed if random_faults else 0)
         self._script: deque[ScriptedResponse] = deque()
         self._stored: dict[str, _StoredResult] = {}
-        self._tokens = rate_limit or 0.0
-        self._tokens_at = time.monotonic()
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.requests: list[ReceivedRequest] = []
@@ -229,16 +252,6 @@ class WhopEmulator:
         injected = self._draw_random_fault()
         if injected is not None:
             return await self._scripted(request, body, injected)
-        if self.rate_limit is not None and not self._take_token():
-            wait = (1 - self._tokens) / self.rate_limit
-            return self._count(
-                json_error(
-                    429,
-                    "Rate limit exceeded",
-                    "rate_limited",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )
-            )
         if self.response_delay:
             await self._sleep(self.response_delay)
         return self._count(self._serve(request, body))
@@ -248,6 +261,9 @@ class WhopEmulator:
         denied = self._authenticate(request)
         if denied is not None:
             return denied
+        limited = self._rate_limited(request)
+        if limited is not None:
+            return limited
         try:
             payload = json.loads(body)
         except ValueError:
@@ -342,17 +358,22 @@ class WhopEmulator:
             status=429, body={"error": {"message": "Injected rate limit"}}, headers=headers
         )
 
-    def _take_token(self) -> bool:
-        assert self.rate_limit is not None
-        now = time.monotonic()
-        self._tokens = min(
-            self.rate_limit, self._tokens + (now - self._tokens_at) * self.rate_limit
+    def _rate_limited(self, request: web.Request) -> web.Response | None:
+        """Whop's 429 when this credential is over its limit for the operation, else ``None``."""
+        if self._limiter is None:
+            return None
+        token = request.headers.get("Authorization", "").partition(" ")[2]
+        wait = self._limiter.take(f"{token}\0{_OPERATION}", time.monotonic())
+        if wait is None:
+            return None
+        seconds = max(1, math.ceil(wait))
+        headers = {"Retry-After": str(seconds)} if self.rate_limit_headers else None
+        return json_error(
+            429,
+            f"Try again in {seconds} second{'s' if seconds != 1 else ''}.",
+            "rate_limit_exceeded",
+            headers=headers,
         )
-        self._tokens_at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when the emulator stops, so shutdown never waits on a hang."""
