@@ -3,6 +3,16 @@
 The process pins itself to one core, imports its contender, sends a warm-up batch, then sends
 ``COUNT`` notifications with CPU time (user + sys of this process) and wall time taken around
 the send alone. It prints one JSON object; peak RSS is the process's ``ru_maxrss``.
+
+whop_async runs with ``rate_limit=None``: its default limiter keeps to Whop's 600 requests per
+minute, which no other contender has (plain aiohttp and ``whop-sdk`` limit nothing), and which
+would make 20,000 requests take 33 minutes. With it off, every contender sends as fast as it
+can, and each attempt still passes through the client's (no-op) limiter.
+
+``WHOP_BENCH_NO_MEMO=1`` turns off the converter's memo of small response bodies in this
+process only (for measuring whether it earns its place); the library is not changed.
+``WHOP_BENCH_LOOP=uvloop`` runs the worker on uvloop (an application's choice, see
+docs/performance.md); both are meant for ``bench_bulk.py --variant-env``.
 """
 
 from __future__ import annotations
@@ -69,10 +79,10 @@ async def plain_aiohttp(base_url: str, concurrency: int) -> AsyncIterator[Send]:
 
 @contextlib.asynccontextmanager
 async def whop_async_gather(base_url: str, concurrency: int) -> AsyncIterator[Send]:
-    """``gather_notifications`` over one ``AsyncWhop`` at default settings."""
+    """``gather_notifications`` over one ``AsyncWhop``, defaults but for ``rate_limit=None``."""
     from whop_async import AsyncWhop, gather_notifications
 
-    async with AsyncWhop(API_KEY, base_url=base_url) as client:
+    async with AsyncWhop(API_KEY, base_url=base_url, rate_limit=None) as client:
 
         async def send(items: Iterable[Any]) -> int:
             results = await gather_notifications(client, items, concurrency=concurrency)
@@ -83,10 +93,10 @@ async def whop_async_gather(base_url: str, concurrency: int) -> AsyncIterator[Se
 
 @contextlib.asynccontextmanager
 async def whop_async_iter(base_url: str, concurrency: int) -> AsyncIterator[Send]:
-    """``iter_notifications`` over one ``AsyncWhop``, consuming outcomes as they come."""
+    """``iter_notifications`` over one ``AsyncWhop`` (``rate_limit=None``), as outcomes come."""
     from whop_async import AsyncWhop, iter_notifications
 
-    async with AsyncWhop(API_KEY, base_url=base_url) as client:
+    async with AsyncWhop(API_KEY, base_url=base_url, rate_limit=None) as client:
 
         async def send(items: Iterable[Any]) -> int:
             sent = 0
@@ -196,12 +206,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})
+    if os.environ.get("WHOP_BENCH_NO_MEMO") == "1":
+        import whop_async._converter
+
+        whop_async._converter._MEMO_BODY_BYTES = 0  # type: ignore[misc]
     items: Callable[[int, int], Iterator[Any]] = make_items
     if args.contender in CONTENDERS:
         factory = CONTENDERS[args.contender]
     else:
         factory, items = MEMORY_CONTENDERS[args.contender]
-    result = asyncio.run(
+    run = asyncio.run
+    if os.environ.get("WHOP_BENCH_LOOP") == "uvloop":
+        import uvloop
+
+        run = uvloop.run
+    result = run(
         measure(
             factory,
             items,

@@ -57,6 +57,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--only", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
+    parser.add_argument(
+        "--variant-env",
+        action="append",
+        default=[],
+        metavar="'NAME=VALUE ...'",
+        help="also run every contender with these environment variables, in the same rounds",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 5)
@@ -64,6 +71,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.memory_sizes = args.memory_sizes or ([10_000, 50_000] if args.quick else [10_000, 200_000])
     if BASELINE not in args.only:
         args.only.insert(0, BASELINE)
+    args.contenders = {name: (name, {}) for name in args.only}
+    for setting in args.variant_env:
+        environment = {}
+        for assignment in setting.split():
+            variable, equals, value = assignment.partition("=")
+            if not equals or not variable:
+                parser.error(f"--variant-env takes NAME=VALUE ..., got {setting!r}")
+            environment[variable] = value
+        for name in args.only:
+            args.contenders[f"{name} {setting}"] = (name, environment)
     return args
 
 
@@ -77,15 +94,30 @@ def pick_cores() -> tuple[int | None, int | None]:
 
 
 def run_worker(
-    server: Server, contender: str, count: int, args: argparse.Namespace, core: int | None
+    server: Server,
+    contender: str,
+    count: int,
+    args: argparse.Namespace,
+    core: int | None,
+    environment: dict[str, str] | None = None,
+    label: str | None = None,
 ) -> Run:
-    """Run one contender in a fresh process; check the server saw exactly its requests."""
+    """Run one contender in a fresh process; check the server saw exactly its requests.
+
+    ``environment`` is added to the worker's (a ``--variant-env``), and ``label`` names the run.
+    """
     command = [sys.executable, str(WORKER), contender, str(count), "--base-url", server.base_url]
     command += ["--concurrency", str(args.concurrency), "--warmup", str(args.warmup)]
     if core is not None:
         command += ["--core", str(core)]
     before = server.requests_served()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(environment or {})},
+    )
     # The second status request counts itself.
     served = server.requests_served() - before - 1
     if done.returncode != 0:
@@ -94,6 +126,8 @@ def run_worker(
     if served != count + args.warmup:
         raise RuntimeError(f"{contender}: server saw {served} requests, expected {count}+warmup")
     run["server_requests"] = served
+    if label is not None:
+        run["contender"] = label
     return run
 
 
@@ -107,8 +141,11 @@ def run_throughput(server: Server, args: argparse.Namespace, core: int | None) -
     """Every contender once per round, in an order that rotates from round to round."""
     runs: list[Run] = []
     for round_index in range(args.rounds):
-        for contender in rotated(args.only, round_index):
-            run = run_worker(server, contender, args.count, args, core)
+        for contender in rotated(list(args.contenders), round_index):
+            worker_contender, environment = args.contenders[contender]
+            run = run_worker(
+                server, worker_contender, args.count, args, core, environment, label=contender
+            )
             run["round"] = round_index + 1
             runs.append(run)
             progress(
@@ -296,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"server": server.kind, "throughput": runs, "memory": memory_runs}
 
     measured = with_server(args.server, server_core, measure)
-    throughput = summarize_throughput(measured["throughput"], args.only)
+    throughput = summarize_throughput(measured["throughput"], list(args.contenders))
     memory = None if args.skip_memory else summarize_memory(measured["memory"], args.memory_sizes)
     targets = evaluate_targets(throughput, memory)
 
