@@ -11,7 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from whop_async import NotificationCreateParams, NotificationCreateResponse
-from whop_async._converter import converter, dump_params, load_response, make_converter
+import whop_async._converter as converter_module
+from whop_async._converter import converter, dump_json, load_json, make_converter
+
+
+
+def dump_params(params: NotificationCreateParams) -> bytes:
+    return dump_json(params)
+
+
+def load_response(payload: Any) -> NotificationCreateResponse:
+    return load_json(json.dumps(payload).encode(), NotificationCreateResponse)
+
 
 ids = st.one_of(st.text(min_size=1).filter(str.strip), st.integers())
 texts = st.text(min_size=1).filter(str.strip)
@@ -98,11 +109,39 @@ def test_the_converter_is_private_and_every_call_makes_a_fresh_one() -> None:
 
 
 def test_what_a_caller_registers_globally_does_not_change_our_body() -> None:
-    global_converter = cattrs.Converter()
-    global_converter.register_unstructure_hook(str, lambda value: value.upper())
     params = NotificationCreateParams(company_id="biz_1", title="hi", content="x")
+    cattrs.global_converter.register_unstructure_hook(str, lambda value: value.upper())
+    try:
+        assert json.loads(dump_params(params))["title"] == "hi"
+        assert cattrs.unstructure("hi") == "HI"  # the hook is live where a caller would put it
+    finally:
+        cattrs.global_converter.register_unstructure_hook(str, lambda value: value)
 
-    assert json.loads(dump_params(params))["title"] == "hi"
+
+def test_bodies_are_made_by_the_converter_we_ship(monkeypatch: pytest.MonkeyPatch) -> None:
+    shouting = make_converter()
+    shouting.register_unstructure_hook(
+        NotificationCreateParams, lambda params: {"title": params.title.upper()}
+    )
+    monkeypatch.setattr(converter_module, "converter", shouting)
+
+    assert json.loads(dump_json(NotificationCreateParams(company_id="b", title="hi", content="x")))[
+        "title"
+    ] == "HI"
+
+
+def test_a_body_that_is_not_json_is_refused_as_such() -> None:
+    with pytest.raises(ValueError, match="not JSON"):
+        load_json(b"<html>", NotificationCreateResponse)
+
+
+def test_identical_small_bodies_give_the_same_frozen_model() -> None:
+    first = load_json(b'{"success":true,"queued":1}', NotificationCreateResponse)
+    again = load_json(b'{"success":true,"queued":1}', NotificationCreateResponse)
+
+    assert again is first
+    with pytest.raises(TypeError):
+        first.extra["queued"] = 2  # type: ignore[index]
 
 
 @given(

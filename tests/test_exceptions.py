@@ -89,7 +89,7 @@ def test_status_errors_are_not_connection_errors() -> None:
 async def test_each_status_raises_its_own_class_with_the_details(
     make_client: MakeClient, whop_emulator: WhopEmulator, status: int, error: type[APIStatusError]
 ) -> None:
-    client = make_client(max_retries=0)
+    client = make_client(max_retries=0, max_rate_limit_wait=0)
     whop_emulator.fail_next(
         1,
         status=status,

@@ -65,14 +65,27 @@ def test_user_ids_accepts_any_iterable_and_freezes_it() -> None:
 
 
 @pytest.mark.parametrize(
-    ("audience", "said"),
-    [({}, "neither was given"), ({"company_id": "biz_1", "experience_id": "exp_1"}, "both")],
+    ("audience", "said", "field"),
+    [
+        ({}, "none was given", "account_id"),
+        (
+            {"company_id": "biz_1", "experience_id": "exp_1"},
+            "experience_id and company_id",
+            "company_id",
+        ),
+        ({"account_id": "biz_1", "company_id": "biz_1"}, "account_id and company_id", "company_id"),
+        (
+            {"account_id": "biz_1", "experience_id": "exp_1"},
+            "account_id and experience_id",
+            "experience_id",
+        ),
+    ],
 )
-def test_exactly_one_audience_is_required(audience: dict[str, str], said: str) -> None:
+def test_exactly_one_audience_is_required(audience: dict[str, str], said: str, field: str) -> None:
     with pytest.raises(InvalidParamsError, match=said) as caught:
         NotificationCreateParams(title="Hi", content="Hello", **audience)
 
-    assert caught.value.field == "company_id"
+    assert caught.value.field == field
 
 
 @pytest.mark.parametrize(

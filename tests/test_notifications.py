@@ -93,7 +93,7 @@ async def test_send_refuses_anything_but_params(
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        ({"company_id": None}, "company_id"),
+        ({"company_id": None}, "account_id"),
         ({"experience_id": "exp_1"}, "company_id"),
         ({"title": ""}, "title"),
         ({"title": 5}, "title"),
@@ -147,7 +147,7 @@ async def test_success_false_is_an_answer_not_an_error(
     [
         (200, b"<html>oops</html>", "text/html", "not JSON: <html>oops</html>"),
         (200, b"", "application/json", "(empty body)"),
-        (201, b'{"queued": true}', "application/json", "not a notification result"),
+        (201, b'{"queued": true}', "application/json", "not a NotificationCreateResponse"),
         (200, b"null", "application/json", "expected a JSON object"),
         (200, b'[{"success": true}]', "application/json", "expected a JSON object"),
         (200, b'{"success": "yes"}', "application/json", "expected bool"),
@@ -331,7 +331,7 @@ def test_idempotency_keys_are_unique_across_draws_and_forks() -> None:
     # Keys are cut from one larger random draw; a forked child must not repeat its parent's.
     script = """
 import os
-from whop_async._notifications import new_idempotency_key
+from whop_async._keys import new_idempotency_key
 keys = {new_idempotency_key() for _ in range(1000)}
 assert len(keys) == 1000, "keys repeat within one process"
 read_end, write_end = os.pipe()

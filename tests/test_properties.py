@@ -148,7 +148,7 @@ def invalid_params(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     elif problem == "both_audiences":
         field, values["experience_id"] = "company_id", draw(text)
     elif problem == "no_audience":
-        field = "company_id"
+        field = "account_id"  # the audience field Whop documents today
         del values["company_id"]
     elif problem == "user_ids_string":
         field, values["user_ids"] = "user_ids", draw(text)

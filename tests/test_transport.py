@@ -26,10 +26,12 @@ from whop_async import (
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
+    Permit,
+    RateLimit,
+    RateLimiter,
     RateLimitError,
     UnprocessableEntityError,
 )
-from whop_async._notifications import send_notification
 from whop_async.testing import Fault, ScriptedResponse, WhopEmulator
 
 MakeClient = Callable[..., AsyncWhop]
@@ -65,7 +67,7 @@ async def wait_for_request(emulator: WhopEmulator) -> None:
 async def test_a_retryable_status_is_tried_max_retries_more_times(
     make_client: MakeClient, whop_emulator: WhopEmulator, status: int, error: type[Exception]
 ) -> None:
-    client = make_client(max_retries=2)
+    client = make_client(max_retries=2, max_rate_limit_wait=0)  # a 429 uses retries like others
     whop_emulator.fail_next(5, status=status)
 
     with pytest.raises(error):
@@ -421,71 +423,60 @@ async def test_an_untrusted_certificate_fails_at_once_without_retries(
     assert messages(whop_logs, logging.INFO) == []
 
 
-class RecordingGate:
-    """A bulk send's view of each attempt; here it only records and lets a 429 pass once."""
+class RecordingLimiter(RateLimiter):
+    """A limiter of the caller's: records every attempt that passes through it."""
 
-    def __init__(self, *, absorb_rate_limits: int = 0) -> None:
+    def __init__(self) -> None:
         self.events: list[object] = []
-        self.absorb_rate_limits = absorb_rate_limits
 
-    async def acquire(self) -> None:
-        self.events.append("before")
+    @property
+    def limit(self) -> RateLimit | None:
+        return None
 
-    def release(self, status: int | None) -> None:
-        self.events.append(status)
+    async def acquire(self, operation: str) -> Permit:
+        self.events.append(("acquire", operation))
+        return Permit()
 
-    def rate_limited(self, delay: float) -> bool:
-        self.events.append(("rate_limited", delay))
-        if self.absorb_rate_limits:
-            self.absorb_rate_limits -= 1
-            return True
-        return False
-
-    def retrying(self) -> None:
-        self.events.append("retrying")
+    async def release(self, operation: str, permit: Permit) -> None:
+        self.events.append((permit.status, permit.retry_after))
 
 
-async def test_a_gate_sees_every_attempt_and_can_absorb_a_rate_limit(
-    whop_client: AsyncWhop, whop_emulator: WhopEmulator
+async def test_every_attempt_passes_through_the_limiter_and_429s_use_no_retry(
+    make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
-    from whop_async import NotificationCreateParams
-
-    gate = RecordingGate(absorb_rate_limits=1)
+    limiter = RecordingLimiter()
+    client = make_client(rate_limit=limiter, max_retries=1)
     whop_emulator.fail_next(2, status=429, headers={"Retry-After": "0"})
     whop_emulator.script(ScriptedResponse(fault=Fault.DROP))
-    params = NotificationCreateParams(**SEND)
 
-    response = await send_notification(whop_client, params, gate=gate)
+    response = await client.notifications.create(**SEND)
 
     assert response.success is True
-    assert gate.events == [
-        "before",
-        429,
-        ("rate_limited", 0.0),
-        "before",
-        429,
-        ("rate_limited", 0.0),
-        "retrying",
-        "before",
-        None,
-        "retrying",
-        "before",
-        200,
+    attempt = ("acquire", "POST /notifications")
+    assert limiter.events == [
+        attempt,
+        (429, 0.05),  # Retry-After: 0 is no usable hint; instant backoff, at least the minimum
+        attempt,
+        (429, 0.05),
+        attempt,
+        (None, None),
+        attempt,
+        (200, None),
     ]
     assert whop_emulator.request_count == 4
+    assert client.rate_limiter is limiter
+    assert client.rate_limit is None
 
 
-async def test_a_gate_learns_of_a_tls_failure(certificate_authority: trustme.CA) -> None:
-    from whop_async import NotificationCreateParams
-
+async def test_the_limiter_learns_of_a_tls_failure(certificate_authority: trustme.CA) -> None:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     certificate_authority.issue_cert("127.0.0.1").configure_cert(server_context)
-    gate = RecordingGate()
+    limiter = RecordingLimiter()
 
     async with WhopEmulator(ssl_context=server_context) as server:
-        client = AsyncWhop(server.api_key, base_url=server.base_url)
+        client = AsyncWhop(server.api_key, base_url=server.base_url, rate_limit=limiter)
         async with client:
             with pytest.raises(APIConnectionError, match="TLS"):
-                await send_notification(client, NotificationCreateParams(**SEND), gate=gate)
+                await client.notifications.create(**SEND)
 
-    assert gate.events == ["before", None]
+    assert limiter.events == [("acquire", "POST /notifications"), (None, None)]

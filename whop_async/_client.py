@@ -28,7 +28,13 @@ from ._config import (
     resolve_base_url,
 )
 from ._converter import dump_json, load_json
-from ._exceptions import APIError, ClientClosedError, InvalidParamsError, invalid_response
+from ._exceptions import (
+    APIError,
+    ClientClosedError,
+    InvalidParamsError,
+    decode_body,
+    invalid_response,
+)
 from ._keys import new_idempotency_key
 from ._notifications import NotificationsResource
 from ._pool import Pool
@@ -241,8 +247,13 @@ class AsyncWhop:
             try:
                 return load_json(response.body, cast_to)
             except ValueError as exc:
+                parsed, _ = decode_body(response.body)
                 raise invalid_response(
-                    response.status, response.headers, response.body, str(exc)
+                    response.status,
+                    response.headers,
+                    response.body,
+                    str(exc),
+                    body=parsed if isinstance(parsed, (dict, list)) else None,
                 ) from None
         except APIError as exc:
             exc.idempotency_key = key

@@ -45,6 +45,9 @@ MIN_RATE_LIMIT_PAUSE: Final = 0.05
 MIN_RATE_SHARE: Final = 0.05
 #: A lowered rate grows back by this share of the configured rate per ``per`` seconds.
 RECOVERY_PER_WINDOW: Final = 0.05
+#: The pace after a 429 is this share of the rate that got through: a little under the
+#: server's limit, so that the jitter of arrival times does not meet it again.
+LEARNED_RATE_SHARE: Final = 0.97
 
 
 def _check_per(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -213,7 +216,8 @@ class _Bucket:
         self.learned_at = 0.0
         self.next_at = 0.0
         self.epoch = 0.0
-        self.successes = 0
+        self.successes: deque[float] = deque(maxlen=requests)
+        """When each recent success started, counting only those sent since the last pause."""
         self.lock = asyncio.Lock()
 
 
@@ -226,10 +230,11 @@ class LocalRateLimiter(RateLimiter):
     * **A 429 pauses everyone** for the wait Whop asked for, not only the call that met it.
     * **Learning.** A 429 means the real budget is smaller than configured (another process on
       the same key, another plan, another window). The limiter then paces the operation at the
-      rate that got through since the last pause (successes / (time sending + wait asked)),
-      which is what the server allows, at least ``MIN_RATE_SHARE`` of the configured rate. The
+      rate that got through in the last ``per`` seconds since the last pause (successes / (time
+      they took + the wait asked)), which is what the server allows, at least
+      ``MIN_RATE_SHARE`` of the configured rate. The
       pace grows back by ``RECOVERY_PER_WINDOW`` of the configured rate per ``per`` seconds and
-      is dropped once it reaches it.
+      is dropped once it reaches it, and at least ``per`` seconds have passed.
 
     Waiters are served first come, first served: one at a time computes its start, so a crowd
     of waiting calls is not woken for every slot.
@@ -255,17 +260,20 @@ class LocalRateLimiter(RateLimiter):
         return bucket
 
     def _pace(self, bucket: _Bucket, now: float) -> float | None:
-        """The learned rate grown back since it was set; ``None`` once fully recovered."""
+        """The learned rate grown back since it was set; ``None`` once fully recovered.
+
+        The pace never exceeds the configured rate, and holds for at least one ``per`` after a
+        429: a server whose window is shorter than ours asked for smooth sending, not bursts.
+        """
         if bucket.learned_rate is None:
             return None
         rate = self._limit.rate
-        grown = bucket.learned_rate + rate * RECOVERY_PER_WINDOW * (
-            (now - bucket.learned_at) / self._limit.per
-        )
-        if grown >= rate:
+        elapsed = now - bucket.learned_at
+        grown = bucket.learned_rate + rate * RECOVERY_PER_WINDOW * elapsed / self._limit.per
+        if grown >= rate and elapsed >= self._limit.per:
             bucket.learned_rate = None
             return None
-        return grown
+        return min(grown, rate)
 
     def _ready_at(self, bucket: _Bucket, now: float) -> float:
         ready = bucket.pause_until
@@ -304,7 +312,7 @@ class LocalRateLimiter(RateLimiter):
         bucket = self._bucket(operation)
         if 200 <= status < 300:
             if permit.started_at >= bucket.epoch:
-                bucket.successes += 1
+                bucket.successes.append(permit.started_at)
         elif status == 429:
             self._rate_limited(bucket, permit)
 
@@ -312,19 +320,22 @@ class LocalRateLimiter(RateLimiter):
         now = asyncio.get_running_loop().time()
         wait = max(permit.retry_after or 0.0, MIN_RATE_LIMIT_PAUSE)
         if permit.started_at >= bucket.epoch:
-            # Sent since the last pause ended: what got through since then is what the server
-            # allows in that time plus the wait it asked for.
-            sending = max(now - bucket.epoch, 0.0)
-            allowed = bucket.successes / (sending + wait)
+            # Sent since the last pause ended: what got through in the last window is what the
+            # server allows in the time it took plus the wait it asked for.
+            successes = bucket.successes
+            while successes and successes[0] < now - self._limit.per:
+                successes.popleft()
+            sending = now - successes[0] if successes else 0.0
+            allowed = len(successes) / (sending + wait)
             rate = self._limit.rate
             current = self._pace(bucket, now)
-            lowered = min(allowed, current if current is not None else rate)
+            lowered = min(allowed * LEARNED_RATE_SHARE, current if current is not None else rate)
             bucket.learned_rate = max(lowered, rate * MIN_RATE_SHARE)
             bucket.learned_at = now
         bucket.pause_until = max(bucket.pause_until, now + wait)
         bucket.next_at = max(bucket.next_at, bucket.pause_until)
         bucket.epoch = bucket.pause_until
-        bucket.successes = 0
+        bucket.successes.clear()
 
     def pacing_rate(self, operation: str) -> float | None:
         bucket = self._buckets.get(operation)
