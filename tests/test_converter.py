@@ -15,7 +15,6 @@ import whop_async._converter as converter_module
 from whop_async._converter import converter, dump_json, load_json, make_converter
 
 
-
 def dump_params(params: NotificationCreateParams) -> bytes:
     return dump_json(params)
 
@@ -125,9 +124,9 @@ def test_bodies_are_made_by_the_converter_we_ship(monkeypatch: pytest.MonkeyPatc
     )
     monkeypatch.setattr(converter_module, "converter", shouting)
 
-    assert json.loads(dump_json(NotificationCreateParams(company_id="b", title="hi", content="x")))[
-        "title"
-    ] == "HI"
+    body = dump_json(NotificationCreateParams(company_id="b", title="hi", content="x"))
+
+    assert json.loads(body)["title"] == "HI"
 
 
 def test_a_body_that_is_not_json_is_refused_as_such() -> None:

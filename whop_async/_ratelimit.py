@@ -52,7 +52,9 @@ LEARNED_RATE_SHARE: Final = 0.97
 
 def _check_per(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not is_real(value) or not 0 < value < math.inf:  # type: ignore[operator]
-        raise InvalidParamsError(attribute.name, f"must be a number of seconds > 0, got {value!r}")
+        raise InvalidParamsError(
+            f"rate_limit.{attribute.name}", f"must be a number of seconds > 0, got {value!r}"
+        )
 
 
 def _check_requests(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
