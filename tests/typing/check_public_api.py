@@ -22,8 +22,11 @@ from whop_async import (
     InvalidParamsError,
     NotificationCreateParams,
     NotificationCreateResponse,
+    RateLimit,
+    RateLimiter,
     RateLimitError,
     WhopError,
+    derive_idempotency_key,
     gather_notifications,
 )
 from whop_async.testing import WhopEmulator
@@ -44,9 +47,18 @@ async def public_api(emulator: WhopEmulator) -> None:
         assert_type(client.max_retries, int)
         assert_type(client.session, aiohttp.ClientSession | None)
         assert_type(client.with_options(timeout=1.0), AsyncWhop)
+        assert_type(client.with_options(api_version="2026-08-21"), AsyncWhop)
+        assert_type(client.rate_limit, RateLimit | None)
+        assert_type(client.rate_limiter, RateLimiter)
+        assert_type(client.api_version, str | None)
+        assert_type(RateLimit(600, per=60.0).duration(100), float)
+        assert_type(derive_idempotency_key("order-1", namespace="welcome"), str)
+        AsyncWhop("k", rate_limit=None)
+        AsyncWhop("k", rate_limit=RateLimit(60, per=6.0))
+        AsyncWhop("k", rate_limit=600)  # type: ignore[arg-type]
 
         response = await client.notifications.create(
-            company_id="biz_1", title="Hi", content="Hello", user_ids=["u_1", 2]
+            account_id="biz_1", title="Hi", content="Hello", user_ids=["u_1", 2]
         )
         assert_type(response, NotificationCreateResponse)
         assert_type(response.success, bool)
@@ -62,6 +74,9 @@ async def public_api(emulator: WhopEmulator) -> None:
     try:
         await client.notifications.create(company_id="biz_1", title="Hi", content="Hello")
     except RateLimitError as error:
+        assert_type(error.code, str | None)
+        assert_type(error.message, str)
+        assert_type(error.idempotency_key, str | None)
         assert_type(error.status_code, int)
         assert_type(error.headers, Mapping[str, str])
         assert_type(error.request_id, str | None)
