@@ -105,16 +105,12 @@ class BatchGate:
             stats.rate_limit_wait += max(0.0, resume_at - max(now, self._paused_until))
             self._paused_until = max(self._paused_until, resume_at)
         await self._limiter.release(operation, permit)
-        pace = self._limiter.pacing_rate(operation)
-        if pace is not None or permit.status == 429:
-            capped = pace if self._max_rate is None or pace is None else min(pace, self._max_rate)
-            stats.send_rate = capped if capped is not None else self._max_rate
+        paces = [rate for rate in (self._limiter.pacing_rate(operation), self._max_rate) if rate]
+        stats.send_rate = min(paces) if paces else None
 
 
 class _ItemGate(RateLimiter):
     """The limiter of one item: counts its retries, then defers to the batch."""
-
-    __slots__ = ("_attempted", "_batch", "_follows_429")
 
     def __init__(self, batch: BatchGate) -> None:
         self._batch = batch
