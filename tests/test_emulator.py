@@ -1,10 +1,15 @@
-"""The emulator on its own, spoken to with a plain aiohttp session over real sockets."""
+"""The emulator on its own, spoken to with a plain aiohttp session over real sockets.
+
+It follows Whop's pages as they are today: ``account_id`` (and its older name ``company_id``),
+``Api-Version-Date``, the idempotency answers (replay, mismatch, in progress), the error shape.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,9 +18,10 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from whop_async import AsyncWhop
+from whop_async import AsyncWhop, RateLimit
 from whop_async.testing import (
     DEFAULT_API_KEY,
+    WHOP_RATE_LIMIT,
     Fault,
     RandomFaults,
     ScriptedResponse,
@@ -23,7 +29,7 @@ from whop_async.testing import (
 )
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
-VALID: dict[str, Any] = {"company_id": "biz_1", "title": "Hi", "content": "Hello"}
+VALID: dict[str, Any] = {"account_id": "biz_1", "title": "Hi", "content": "Hello"}
 
 
 @pytest.fixture
@@ -92,7 +98,7 @@ async def test_it_refuses_a_missing_or_wrong_bearer(
     status, _, body = await post(http, whop_emulator, headers=headers)
 
     assert status == 401
-    assert body == {"error": {"type": "unauthorized", "message": message}}
+    assert body == {"error": {"code": "unauthorized", "message": message}}
     assert whop_emulator.notifications == []
     assert len(whop_emulator.requests) == 1
 
@@ -110,21 +116,29 @@ async def test_with_no_api_key_set_it_accepts_any_bearer(http: aiohttp.ClientSes
         (b"{not json", 400, "Request body is not valid JSON"),
         (b"[]", 400, "Request body must be a JSON object"),
         (
-            b'{"company_id":"b","title":"t","content":"c","color":"red"}',
+            b'{"account_id":"b","title":"t","content":"c","color":"red"}',
             400,
             "Unknown field: color",
         ),
-        (b'{"company_id":"b","content":"c"}', 400, "Missing required field: title"),
-        (b'{"company_id":"b","title":"t"}', 400, "Missing required field: content"),
-        (b'{"company_id":"b","title":1,"content":"c"}', 400, "title must be a string"),
-        (b'{"company_id":"b","title":null,"content":"c"}', 400, "title must be a string"),
-        (b'{"company_id":"b","title":"t","content":"c","icon_user_id":true}', 400, "must be an ID"),
-        (b'{"company_id":"b","title":"t","content":"c","user_ids":"u"}', 400, "list of IDs"),
-        (b'{"company_id":"b","title":"t","content":"c","user_ids":[1.5]}', 400, "list of IDs"),
-        (b'{"title":"t","content":"c"}', 400, "Exactly one of company_id and experience_id"),
+        (b'{"account_id":"b","content":"c"}', 400, "Missing required field: title"),
+        (b'{"account_id":"b","title":"t"}', 400, "Missing required field: content"),
+        (b'{"account_id":"b","title":1,"content":"c"}', 400, "title must be a string"),
+        (b'{"account_id":"b","title":null,"content":"c"}', 400, "title must be a string"),
+        (b'{"account_id":1,"title":"t","content":"c"}', 400, "account_id must be a string"),
+        (b'{"account_id":"b","title":"t","content":"c","icon_user_id":true}', 400, "must be an ID"),
+        (b'{"account_id":"b","title":"t","content":"c","user_ids":"u"}', 400, "list of IDs"),
+        (b'{"account_id":"b","title":"t","content":"c","user_ids":[1.5]}', 400, "list of IDs"),
+        (
+            b'{"title":"t","content":"c"}',
+            400,
+            "Exactly one of experience_id or account_id (formerly company_id) is required",
+        ),
+        (b'{"account_id":null,"title":"t","content":"c"}', 400, "Exactly one"),
+        (b'{"account_id":"b","experience_id":"e","title":"t","content":"c"}', 400, "Exactly one"),
+        (b'{"account_id":"b","company_id":"b","title":"t","content":"c"}', 400, "Exactly one"),
         (b'{"company_id":"b","experience_id":"e","title":"t","content":"c"}', 400, "Exactly one"),
-        (b'{"company_id":"b","title":"  ","content":"c"}', 422, "title must not be empty"),
-        (b'{"company_id":"b","title":"t","content":""}', 422, "content must not be empty"),
+        (b'{"account_id":"b","title":"  ","content":"c"}', 422, "title must not be empty"),
+        (b'{"account_id":"b","title":"t","content":""}', 422, "content must not be empty"),
     ],
 )
 async def test_it_refuses_a_bad_body_with_a_json_error(
@@ -138,7 +152,33 @@ async def test_it_refuses_a_bad_body_with_a_json_error(
 
     assert got_status == status
     assert message in body["error"]["message"]
+    assert set(body["error"]) == {"code", "message"}
     assert whop_emulator.notifications == []
+
+
+@pytest.mark.parametrize(
+    "audience",
+    [
+        {"account_id": "biz_1"},
+        {"company_id": "biz_1"},
+        {"experience_id": "exp_1"},
+        {"account_id": "biz_1", "experience_id": None},
+    ],
+)
+@pytest.mark.parametrize("version", [None, "2026-08-21"])
+async def test_each_audience_field_is_accepted_with_or_without_a_version(
+    http: aiohttp.ClientSession,
+    whop_emulator: WhopEmulator,
+    audience: dict[str, Any],
+    version: str | None,
+) -> None:
+    body = {**audience, "title": "Hi", "content": "Hello"}
+    headers = AUTH if version is None else {**AUTH, "Api-Version-Date": version}
+
+    status, _, _ = await post(http, whop_emulator, body, headers=headers)
+
+    assert status == 200
+    assert whop_emulator.notifications[0].body == body
 
 
 async def test_optional_fields_may_be_null_or_ids_of_either_kind(
@@ -175,21 +215,250 @@ async def test_the_same_key_and_body_replays_the_first_answer(
     assert first[0] == second[0] == 200
     assert "Idempotent-Replayed" not in first[1]
     assert second[1]["Idempotent-Replayed"] == "true"
+    assert second[1]["X-Request-Id"] == first[1]["X-Request-Id"]
     assert second[2] == {"success": True}
     assert whop_emulator.idempotency_keys() == ["k-1"]
 
 
-async def test_the_same_key_with_another_body_is_refused(
-    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"account_id": "biz_1", "title": " ", "content": "c"}, 422),
+        ({"account_id": "biz_1", "experience_id": "exp_1", "title": "t", "content": "c"}, 400),
+        ({"account_id": "biz_1", "title": "t", "content": "c", "color": "red"}, 400),
+    ],
+)
+async def test_a_4xx_first_answer_is_replayed_too(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator, body: dict[str, Any], status: int
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-4xx"}
+
+    first = await post(http, whop_emulator, body, headers=headers)
+    second = await post(http, whop_emulator, body, headers=headers)
+
+    assert first[0] == second[0] == status
+    assert second[2] == first[2]
+    assert "Idempotent-Replayed" not in first[1]
+    assert second[1]["Idempotent-Replayed"] == "true"
+    assert whop_emulator.notifications == []
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        ({"body": {**VALID, "title": "Other"}}, "body"),
+        ({"query": "?dry_run=1"}, "query"),
+        ({"version": "2026-08-21"}, "Api-Version-Date"),
+    ],
+)
+async def test_the_same_key_with_another_request_is_a_mismatch(
+    http: aiohttp.ClientSession,
+    whop_emulator: WhopEmulator,
+    change: dict[str, Any],
+    what: str,
 ) -> None:
     headers = {**AUTH, "Idempotency-Key": "k-1"}
     await post(http, whop_emulator, headers=headers)
+    if "version" in change:
+        headers["Api-Version-Date"] = change["version"]
 
-    status, _, body = await post(http, whop_emulator, {**VALID, "title": "Other"}, headers=headers)
+    async with http.post(
+        url(whop_emulator) + change.get("query", ""),
+        data=json.dumps(change.get("body", VALID)).encode(),
+        headers=headers,
+    ) as response:
+        body = await response.json()
+
+    assert response.status == 400
+    assert body["error"]["code"] == "idempotency_key_mismatch"
+    assert what in body["error"]["message"]
+    assert "Idempotent-Replayed" not in response.headers
+    assert len(whop_emulator.notifications) == 1
+
+
+async def test_a_version_given_then_left_out_is_a_mismatch_too(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+    await post(http, whop_emulator, headers={**headers, "Api-Version-Date": "2026-08-21"})
+
+    status, _, body = await post(http, whop_emulator, headers=headers)
+
+    assert (status, body["error"]["code"]) == (400, "idempotency_key_mismatch")
+
+
+async def test_keys_are_scoped_to_the_caller(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(api_key=None) as server:
+        for token, title in (("key_a", "For A"), ("key_b", "For B")):
+            headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "shared"}
+            status, replayed, _ = await post(
+                http, server, {**VALID, "title": title}, headers=headers
+            )
+            assert status == 200
+            assert "Idempotent-Replayed" not in replayed
+
+    assert [n.body["title"] for n in server.notifications] == ["For A", "For B"]
+
+
+async def test_a_retry_while_the_first_is_being_handled_is_told_it_is_in_progress(
+    http: aiohttp.ClientSession,
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-slow"}
+    async with WhopEmulator(response_delay=0.3) as server:
+        first = asyncio.create_task(post(http, server, headers=headers))
+        while server.request_count < 1:  # the first is in, and waiting out response_delay
+            await asyncio.sleep(0.005)
+
+        started = time.monotonic()
+        during = await post(http, server, headers=headers)
+        answered_in = time.monotonic() - started
+        again = await post(http, server, headers=headers)
+        other_body = await post(http, server, {**VALID, "title": "Other"}, headers=headers)
+        assert server.in_flight == 1  # all the while, the first was still being handled
+        done = await first
+        after = await post(http, server, headers=headers)
+
+    assert (during[0], during[2]["error"]["code"]) == (409, "idempotency_request_in_progress")
+    assert answered_in < 0.2  # at once, not after the first one's delay
+    assert again[0] == 409
+    assert (other_body[0], other_body[2]["error"]["code"]) == (400, "idempotency_key_mismatch")
+    assert done[0] == 200
+    assert "Idempotent-Replayed" not in done[1]
+    assert (after[0], after[1]["Idempotent-Replayed"]) == (200, "true")
+    assert len(server.notifications) == 1
+    assert server.status_counts == {200: 2, 409: 2, 400: 1}
+
+
+async def test_a_request_without_a_key_is_never_deduplicated_nor_held(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with WhopEmulator(response_delay=0.1) as server:
+        answers = await asyncio.gather(*(post(http, server) for _ in range(3)))
+
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert len(server.notifications) == 3
+
+
+async def test_scripted_answers_bypass_idempotency(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+    whop_emulator.script(ScriptedResponse(status=503, body="down", content_type="text/plain"))
+
+    first = await post(http, whop_emulator, headers=headers)
+    second = await post(http, whop_emulator, headers=headers)
+
+    assert first[0] == 503
+    assert second[0] == 200
+    assert "Idempotent-Replayed" not in second[1]  # the scripted 503 was not kept
+    assert len(whop_emulator.notifications) == 1
+
+
+async def test_a_lost_answer_is_replayed_to_the_retry(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-lost"}
+    whop_emulator.script(ScriptedResponse(fault=Fault.ACCEPT_THEN_DROP))
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await post(http, whop_emulator, headers=headers)
+
+    status, headers_back, _ = await post(http, whop_emulator, headers=headers)
+
+    assert (status, headers_back["Idempotent-Replayed"]) == (200, "true")
+    assert len(whop_emulator.notifications) == 1
+
+
+async def test_answers_are_replayed_only_for_the_ttl(http: aiohttp.ClientSession) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+    async with WhopEmulator(idempotency_ttl=0.1) as server:
+        await post(http, server, headers=headers)
+        replayed = await post(http, server, headers=headers)
+        await asyncio.sleep(0.15)
+        fresh = await post(http, server, headers=headers)
+
+    assert replayed[1]["Idempotent-Replayed"] == "true"
+    assert fresh[0] == 200
+    assert "Idempotent-Replayed" not in fresh[1]
+    assert len(server.notifications) == 2
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+async def test_a_key_longer_than_255_characters_or_empty_is_refused(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator, key: str
+) -> None:
+    status, _, body = await post(http, whop_emulator, headers={**AUTH, "Idempotency-Key": key})
+
+    assert (status, body["error"]["code"]) == (400, "invalid_idempotency_key")
+    assert whop_emulator.notifications == []
+
+
+async def test_a_key_of_255_characters_is_fine(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    status, _, _ = await post(http, whop_emulator, headers={**AUTH, "Idempotency-Key": "k" * 255})
+
+    assert status == 200
+
+
+# Api-Version-Date
+
+
+@pytest.mark.parametrize("version", ["2025-01-01", "2026-08-21", "2026-09-22-3", "2026-10-15-12"])
+async def test_a_well_formed_version_is_accepted_and_recorded(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator, version: str
+) -> None:
+    status, _, _ = await post(http, whop_emulator, headers={**AUTH, "Api-Version-Date": version})
+
+    assert status == 200
+    assert whop_emulator.requests[0].api_version == version
+    assert whop_emulator.notifications[0].api_version == version
+
+
+async def test_without_a_version_header_none_is_recorded(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    await post(http, whop_emulator)
+
+    assert whop_emulator.requests[0].api_version is None
+    assert whop_emulator.notifications[0].api_version is None
+
+
+@pytest.mark.parametrize(
+    "version", ["", "latest", "2026-8-21", "2026-13-01", "2026-02-30", "2026-08-21-", "20260821"]
+)
+async def test_a_version_of_unknown_format_is_a_400(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator, version: str
+) -> None:
+    status, _, body = await post(http, whop_emulator, headers={**AUTH, "Api-Version-Date": version})
 
     assert status == 400
-    assert body["error"]["type"] == "idempotency_mismatch"
-    assert len(whop_emulator.notifications) == 1
+    assert body["error"]["code"] == "invalid_api_version"
+    assert "Api-Version-Date" in body["error"]["message"]
+    assert whop_emulator.notifications == []
+    assert whop_emulator.requests[0].api_version == version
+
+
+async def test_api_versions_limits_the_known_versions(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(api_versions={"2026-08-21"}) as server:
+        known = await post(http, server, headers={**AUTH, "Api-Version-Date": "2026-08-21"})
+        unknown = await post(http, server, headers={**AUTH, "Api-Version-Date": "2026-08-22"})
+        none = await post(http, server)
+
+    assert (known[0], unknown[0], none[0]) == (200, 400, 200)
+    assert unknown[2]["error"]["code"] == "invalid_api_version"
+
+
+async def test_an_unknown_version_is_refused_before_the_key_is_used(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+
+    refused = await post(http, whop_emulator, headers={**headers, "Api-Version-Date": "soon"})
+    fixed = await post(http, whop_emulator, headers={**headers, "Api-Version-Date": "2026-08-21"})
+
+    assert refused[0] == 400
+    assert fixed[0] == 200
+    assert "Idempotent-Replayed" not in fixed[1]
 
 
 async def test_scripted_answers_come_in_order_then_normal_service_resumes(
@@ -319,8 +588,29 @@ async def test_a_slow_body_arrives_whole_one_byte_at_a_time(
     assert time.monotonic() - started >= 0.1  # five pauses of 0.03 s, give or take a tick
 
 
-async def test_rate_limiting_answers_429_with_retry_after(http: aiohttp.ClientSession) -> None:
-    async with WhopEmulator(rate_limit=2) as server:
+async def test_by_default_it_enforces_whops_documented_limit() -> None:
+    server = WhopEmulator()
+
+    assert server.rate_limit == WHOP_RATE_LIMIT == RateLimit(600, per=60.0)
+
+
+async def test_over_whops_limit_the_429_has_the_wait_in_its_message_only(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with WhopEmulator(rate_limit=RateLimit(2, per=60.0)) as server:
+        answers = [await post(http, server) for _ in range(3)]
+
+    assert [status for status, _, _ in answers] == [200, 200, 429]
+    _, headers, body = answers[2]
+    assert body["error"]["type"] == "rate_limit_exceeded"
+    assert set(body["error"]) == {"type", "message"}
+    assert re.fullmatch(r"Try again in \d+ seconds?\.", body["error"]["message"])
+    assert "Retry-After" not in headers
+    assert len(server.notifications) == 2
+
+
+async def test_a_token_bucket_answers_429_with_retry_after(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(token_bucket=2) as server:
         statuses = []
         for _ in range(3):
             status, headers, body = await post(http, server)
@@ -328,7 +618,7 @@ async def test_rate_limiting_answers_429_with_retry_after(http: aiohttp.ClientSe
 
     assert statuses == [200, 200, 429]
     assert int(headers["Retry-After"]) >= 1
-    assert body["error"]["type"] == "rate_limited"
+    assert body["error"]["type"] == "rate_limit_exceeded"
     assert len(server.notifications) == 2
     assert server.status_counts == {200: 2, 429: 1}
 

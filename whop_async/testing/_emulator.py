@@ -1,9 +1,11 @@
 """A Whop API emulator: a real aiohttp.web server on loopback that speaks ``POST /notifications``.
 
-It answers as the spec says (401 without the right bearer key, 429 over Whop's documented rate
-limit, 400 with a JSON error for a bad body, 200 ``{"success": true}`` otherwise), deduplicates
-by ``Idempotency-Key`` as Whop does, records what it saw, and can be told to misbehave: scripted
-responses, dropped connections, hangs, slow, truncated or endless bodies, random faults.
+It answers as Whop's pages say (401 without the right bearer key, 429 over Whop's documented
+rate limit, 400 for an unknown ``Api-Version-Date`` or a bad body, 200 ``{"success": true}``
+otherwise), honours ``Idempotency-Key`` as Whop does (replays, 400 ``idempotency_key_mismatch``,
+409 ``idempotency_request_in_progress``; see ``_whop_rules.py``), records what it saw, and can
+be told to misbehave: scripted responses, dropped connections, hangs, slow, truncated or
+endless bodies, random faults.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection
 from types import TracebackType
 from typing import Any, Final
 
@@ -25,7 +27,15 @@ from aiohttp import web
 from .._ratelimit import RateLimit
 from ._limits import Limiter, TokenBucket, Window, make_window
 from ._script import Fault, RandomFaults, ReceivedNotification, ReceivedRequest, ScriptedResponse
-from ._whop_rules import json_error, request_id, validate_notification
+from ._whop_rules import (
+    API_VERSION_HEADER,
+    Fingerprint,
+    IdempotencyStore,
+    api_version_problem,
+    json_error,
+    request_id,
+    validate_notification,
+)
 
 __all__ = ["DEFAULT_API_KEY", "WHOP_RATE_LIMIT", "WhopEmulator"]
 
@@ -36,14 +46,10 @@ WHOP_RATE_LIMIT: Final = RateLimit(600, per=60.0)
 _OPERATION: Final = "POST /notifications"
 #: An endless body stops after this many bytes even if the client never hangs up.
 _ENDLESS_BODY_LIMIT: Final = 256 * 1024 * 1024
-
-
-class _StoredResult:
-    __slots__ = ("body", "response")
-
-    def __init__(self, body: bytes, response: bytes) -> None:
-        self.body = body
-        self.response = response
+#: How long Whop replays the first answer to an idempotency key: 24 hours.
+_IDEMPOTENCY_TTL: Final = 24 * 3600.0
+#: Whop's longest idempotency key.
+_MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
 
 
 class WhopEmulator:
@@ -69,7 +75,17 @@ class WhopEmulator:
         random_faults: Inject faults into a random fraction of requests.
         record_requests: Keep every request in ``requests``; turn off for long soaks.
         ssl_context: Serve HTTPS with this context (for TLS tests).
-        response_delay: Seconds every normal answer waits (a slow but healthy server).
+        response_delay: Seconds the handling of every request takes (a slow but healthy
+            server). A request's idempotency key is held meanwhile: another request with the
+            same key gets Whop's 409 ``idempotency_request_in_progress``.
+        api_versions: The ``Api-Version-Date`` values that exist; others get a 400. ``None``
+            (the default) accepts every well-formed one: a date, optionally with ``-N``
+            (``2026-08-21``, ``2026-09-22-3``).
+        idempotency_ttl: Seconds a first answer is replayed to its key (Whop: 24 hours).
+
+    Scripted answers and random faults stand in for trouble in front of Whop (a proxy, the
+    network): they bypass its idempotency, neither holding a key nor being replayed, except
+    that ``Fault.ACCEPT_THEN_DROP`` has the request handled normally before dropping it.
     """
 
     def __init__(
@@ -84,6 +100,8 @@ class WhopEmulator:
         record_requests: bool = True,
         ssl_context: Any = None,
         response_delay: float = 0.0,
+        api_versions: Collection[str] | None = None,
+        idempotency_ttl: float = _IDEMPOTENCY_TTL,
     ) -> None:
         self.api_key = api_key
         self.rate_limit = rate_limit
@@ -98,10 +116,11 @@ class WhopEmulator:
         self.random_faults = random_faults
         self.record_requests = record_requests
         self.response_delay = response_delay
+        self.api_versions = None if api_versions is None else frozenset(api_versions)
         self._ssl_context = ssl_context
         self._random = random.Random(random_faults.seed if random_faults else 0)
         self._script: deque[ScriptedResponse] = deque()
-        self._stored: dict[str, _StoredResult] = {}
+        self._idempotency = IdempotencyStore(idempotency_ttl)
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.requests: list[ReceivedRequest] = []
@@ -179,9 +198,9 @@ class WhopEmulator:
         return len(self._script)
 
     def reset(self) -> None:
-        """Forget recorded traffic, stored results and the script."""
+        """Forget recorded traffic, idempotency keys and their answers, and the script."""
         self._script.clear()
-        self._stored.clear()
+        self._idempotency.clear()
         self.requests.clear()
         self.notifications.clear()
         self.status_counts.clear()
@@ -235,6 +254,7 @@ class WhopEmulator:
                     headers=dict(request.headers),
                     body=body,
                     received_at=time.monotonic(),
+                    api_version=request.headers.get(API_VERSION_HEADER),
                 )
             )
         return body
@@ -252,18 +272,54 @@ class WhopEmulator:
         injected = self._draw_random_fault()
         if injected is not None:
             return await self._scripted(request, body, injected)
-        if self.response_delay:
-            await self._sleep(self.response_delay)
-        return self._count(self._serve(request, body))
+        return self._count(await self._serve(request, body, delay=self.response_delay))
 
-    def _serve(self, request: web.Request, body: bytes) -> web.Response:
-        """The real behaviour: authenticate, validate, deduplicate, store."""
+    async def _serve(
+        self, request: web.Request, body: bytes, *, delay: float = 0.0
+    ) -> web.Response:
+        """The real behaviour: authenticate, limit, check the version and the key, then handle.
+
+        Handling (``delay`` seconds, then validating and storing) happens with the request's
+        idempotency key held, and its answer, 2xx or 4xx, is kept for replays.
+        """
         denied = self._authenticate(request)
         if denied is not None:
             return denied
         limited = self._rate_limited(request)
         if limited is not None:
             return limited
+        version = request.headers.get(API_VERSION_HEADER)
+        if version is not None:
+            problem = api_version_problem(version, self.api_versions)
+            if problem is not None:
+                return json_error(400, problem, "invalid_api_version")
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            if delay:
+                await self._sleep(delay)
+            return self._handle(request, body, None)
+        if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY_LENGTH:
+            return json_error(
+                400,
+                f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+                "invalid_idempotency_key",
+            )
+        scope = (_bearer_token(request), key)
+        fingerprint = Fingerprint(request.method, request.path, request.query_string, body, version)
+        entry = self._idempotency.begin(scope, fingerprint, time.monotonic())
+        if isinstance(entry, web.Response):
+            return entry
+        try:
+            if delay:
+                await self._sleep(delay)
+            response = self._handle(request, body, key)
+            self._idempotency.finish(scope, entry, response)
+        finally:
+            self._idempotency.abandon(scope, entry)
+        return response
+
+    def _handle(self, request: web.Request, body: bytes, key: str | None) -> web.Response:
+        """Validate the body, and queue the notification it describes."""
         try:
             payload = json.loads(body)
         except ValueError:
@@ -271,31 +327,18 @@ class WhopEmulator:
         problem = validate_notification(payload)
         if problem is not None:
             return json_error(400 if problem[0] == "bad_request" else 422, problem[1], problem[0])
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and key in self._stored:
-            stored = self._stored[key]
-            if stored.body != body:
-                return json_error(
-                    400, "Idempotency-Key was reused with a different body", "idempotency_mismatch"
-                )
-            return web.Response(
-                body=stored.response,
-                content_type="application/json",
-                headers={"Idempotent-Replayed": "true", "X-Request-Id": request_id()},
-            )
-        return self._accept(request, payload, body, key)
-
-    def _accept(
-        self, request: web.Request, payload: Mapping[str, Any], body: bytes, key: str | None
-    ) -> web.Response:
-        response = b'{"success":true}'
-        if key is not None:
-            self._stored[key] = _StoredResult(body, response)
         self.notifications.append(
-            ReceivedNotification(body=payload, headers=dict(request.headers), idempotency_key=key)
+            ReceivedNotification(
+                body=payload,
+                headers=dict(request.headers),
+                idempotency_key=key,
+                api_version=request.headers.get(API_VERSION_HEADER),
+            )
         )
         return web.Response(
-            body=response, content_type="application/json", headers={"X-Request-Id": request_id()}
+            body=b'{"success":true}',
+            content_type="application/json",
+            headers={"X-Request-Id": request_id()},
         )
 
     def _authenticate(self, request: web.Request) -> web.Response | None:
@@ -316,7 +359,7 @@ class WhopEmulator:
         if fault is Fault.HANG:
             await self._sleep(math.inf)
         if fault is Fault.ACCEPT_THEN_DROP:
-            self._serve(request, body)
+            await self._serve(request, body)
         if fault in (Fault.DROP, Fault.ACCEPT_THEN_DROP, Fault.HANG):
             self._count(web.Response(status=599), key=fault.value)
             return _drop(request)
@@ -381,6 +424,10 @@ class WhopEmulator:
         timeout = None if math.isinf(seconds) else seconds
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout)
+
+
+def _bearer_token(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").partition(" ")[2]
 
 
 def _drop(request: web.Request) -> web.StreamResponse:

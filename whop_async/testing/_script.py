@@ -89,6 +89,8 @@ class ReceivedRequest:
     headers: Mapping[str, str]
     body: bytes
     received_at: float
+    api_version: str | None = None
+    """Its ``Api-Version-Date`` header, if it had one."""
 
 
 @attrs.frozen
@@ -98,3 +100,5 @@ class ReceivedNotification:
     body: Mapping[str, Any]
     headers: Mapping[str, str]
     idempotency_key: str | None
+    api_version: str | None = None
+    """The ``Api-Version-Date`` it was sent with; ``None`` means Whop's 2025-01-01 behaviour."""
