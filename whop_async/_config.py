@@ -224,9 +224,15 @@ def resolve_api_version(api_version: str | None) -> str | None:
     """Take the explicit API version, else ``WHOP_API_VERSION``, else none (Whop's 2025-01-01).
 
     Values are opaque to the client (``"2026-08-21"``, ``"2026-09-22-3"``): Whop answers an
-    unknown one with a 400. Only what would break a header is refused here.
+    unknown one with a 400. Only what would break a header is refused here, and surrounding
+    whitespace, which HTTP strips: the version Whop saw would not be the one configured.
     """
-    return _resolve_header_option("api_version", api_version, API_VERSION_ENV)
+    version = _resolve_header_option("api_version", api_version, API_VERSION_ENV)
+    if version is not None and version != version.strip():
+        raise InvalidParamsError(
+            "api_version", f"must not start or end with whitespace, got {version!r}"
+        )
+    return version
 
 
 def resolve_base_url(base_url: str | URL | None) -> URL:
