@@ -30,6 +30,7 @@ TEST_REQUIREMENTS = [
     "pytest-cov>=5",
     "hypothesis>=6",
     "trustme>=1",
+    "whop-sdk==2.6.0",  # tests/test_api_today.py: the official SDK against the emulator
 ]
 
 
