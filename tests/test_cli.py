@@ -17,6 +17,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from whop_async import RateLimit, derive_idempotency_key
 from whop_async.testing import ScriptedResponse, WhopEmulator
 
 SECRET_KEY = "sk_cli_test_0123456789abcdef"
@@ -242,10 +243,11 @@ async def test_bulk_csv_sends_every_row_with_keys_from_ids(
     assert bodies["Second"]["user_ids"] == ["user_3", "user_4"]
     assert "user_ids" not in bodies["Third"]
     assert all("id" not in body for body in bodies.values())
-    assert set(server.idempotency_keys()) == {"row-id:a1", "row-id:a2", "row-id:a3"}
+    assert set(server.idempotency_keys()) == {derive_idempotency_key(f"a{n}") for n in (1, 2, 3)}
     table = summary(ran)
     assert (table["sent"], table["failed"]) == ("3", "0")
     assert {"elapsed", "rate", "retries", "429s"} <= table.keys()
+    assert "rate limit  600 per 60 s" in ran.stdout  # Whop's, by default
     # stderr is a pipe, not a terminal: plain progress lines, not a bar.
     assert "progress: 3/3 done (3 sent, 0 failed)" in ran.stderr
 
@@ -291,6 +293,41 @@ async def test_bulk_from_stdin_reads_jsonl_by_default_and_csv_when_told(
 
     assert sorted(titles(server)) == ["Piped 1", "Piped 2", "Piped 3"]
     assert "progress: 1 done (1 sent, 0 failed)" in ran.stderr  # no total for stdin
+
+
+def _busiest(server: WhopEmulator, per: float) -> int:
+    """The most requests the server received in any ``per`` seconds."""
+    times = [request.received_at for request in server.requests]
+    return max(sum(1 for t in times if start <= t < start + per) for start in times)
+
+
+async def test_bulk_keeps_to_the_rate_limit_and_its_eta_comes_from_it(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    _campaign(rows, 12)
+
+    async with WhopEmulator(api_key=SECRET_KEY, rate_limit=RateLimit(5, per=1.0)) as server:
+        ran = await run("bulk", rows, "--rate-limit", "5/1", server=server)
+
+    assert ran.status == 0, ran.stderr
+    # Before the first request, the time 12 rows take at 5 a second.
+    assert ran.stderr.splitlines()[0] == "progress: 0/12 done (0 sent, 0 failed), 0.0/s, ETA 0:02"
+    assert _busiest(server, 1.0) <= 5
+    assert server.status_counts == {200: 12}  # no 429: the client kept to the server's limit
+    assert "rate limit  5 per 1 s" in ran.stdout
+    assert float(summary(ran)["elapsed"]) >= 2.0  # 5 now, 5 a second later, 2 a second later
+
+
+async def test_bulk_with_the_rate_limit_off_goes_as_fast_as_it_can(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.jsonl"
+    _campaign(rows, 3)
+
+    ran = await run("bulk", rows, "--rate-limit", "off", server=server)
+
+    assert ran.status == 0, ran.stderr
+    assert "rate limit  off" in ran.stdout
+    assert ran.stderr.startswith("progress: 3/3 done")  # no ETA before the first request
 
 
 async def test_rerunning_a_file_sends_the_same_keys(server: WhopEmulator, tmp_path: Path) -> None:
@@ -381,7 +418,7 @@ async def test_dry_run_reports_every_bad_row_and_sends_nothing(
     assert ran.status == 1
     assert "line 3: title: is required" in ran.stderr
     assert "line 4: company_id: exactly one" in ran.stderr
-    assert "line 5: company_id: exactly one" in ran.stderr
+    assert "line 5: account_id: exactly one" in ran.stderr
     assert "line 2" not in ran.stderr
     assert "4 rows, 1 valid, 3 invalid" in ran.stdout
     assert server.request_count == 0
@@ -441,9 +478,11 @@ async def test_failed_rows_go_to_the_failures_file_and_can_be_sent_again(
 
     assert again.status == 0, again.stderr
     assert sorted(titles(server)) == ["Also fine", "Fine", "No content", "Rejected"]
-    rejected_key = server.requests[0].headers["Idempotency-Key"]
-    assert rejected_key == "row-id:1"
-    assert server.notifications[-1].idempotency_key in {"row-id:1", "row-id:2"}
+    assert server.requests[0].headers["Idempotency-Key"] == derive_idempotency_key(1)
+    assert {request.headers["Idempotency-Key"] for request in server.requests[-2:]} == {
+        derive_idempotency_key(1),
+        derive_idempotency_key(2),
+    }
     assert len(set(server.idempotency_keys())) == 4
 
 
@@ -489,6 +528,68 @@ async def test_stdin_that_turns_out_not_utf8_stops_the_run_there(server: WhopEmu
     assert ran.status == 2
     assert "not UTF-8 text" in ran.stderr
     assert "stopped reading there" in ran.stderr
+
+
+# bulk: stdin read as it comes
+
+
+def _stdin(process: asyncio.subprocess.Process) -> asyncio.StreamWriter:
+    assert process.stdin is not None
+    return process.stdin
+
+
+async def _exit_status(process: asyncio.subprocess.Process) -> Ran:
+    """Wait for the process to end by itself, its stdin still open."""
+    await asyncio.wait_for(process.wait(), RUN_TIMEOUT)
+    return await finish(process)
+
+
+async def test_stdin_rows_are_sent_and_confirmed_while_the_pipe_stays_open(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    process = await start("bulk", "-", "--journal", journal, server=server)
+
+    _stdin(process).write(jsonl({"company_id": "biz_1", "title": "First", "content": "C"}).encode())
+    await _stdin(process).drain()
+    # Sent, answered and recorded while the pipe is open and quiet: reading waits, sending not.
+    await _wait_for_lines(journal, 1)
+    assert titles(server) == ["First"]
+
+    _stdin(process).write(
+        jsonl({"company_id": "biz_1", "title": "Second", "content": "C"}).encode()
+    )
+    await _wait_for_lines(journal, 2)
+    ran = await finish(process)  # closes stdin
+
+    assert ran.status == 0, ran.stderr
+    assert titles(server) == ["First", "Second"]
+    assert summary(ran)["sent"] == "2"
+
+
+async def test_a_wrong_key_ends_the_run_without_waiting_for_a_quiet_pipe(
+    server: WhopEmulator,
+) -> None:
+    process = await start("bulk", "-", server=server, env={"WHOP_API_KEY": "sk_wrong_key"})
+    _stdin(process).write(jsonl({"company_id": "biz_1", "title": "T", "content": "C"}).encode())
+
+    ran = await _exit_status(process)
+
+    assert ran.status == 2
+    assert "check the API key and its permissions" in ran.stderr
+
+
+async def test_ctrl_c_ends_the_run_without_waiting_for_a_quiet_pipe(server: WhopEmulator) -> None:
+    process = await start("bulk", "-", server=server)
+    _stdin(process).write(jsonl({"company_id": "biz_1", "title": "T", "content": "C"}).encode())
+    await _wait_for_requests(server, 1)
+    await asyncio.sleep(0.1)  # its answer is in
+    process.send_signal(signal.SIGINT)
+
+    ran = await _exit_status(process)
+
+    assert ran.status == 130
+    assert summary(ran)["sent"] == "1"
 
 
 # bulk: journal, kill and Ctrl-C
@@ -603,6 +704,20 @@ async def test_demo_needs_no_account_and_reports_what_the_emulator_got() -> None
     assert "progress: 200/200 done" in ran.stderr
 
 
+async def test_demo_shows_the_pacing_at_the_server_with_no_429() -> None:
+    ran = await run("demo", "--count", "250", "--rate-limit", "100/1", server=None)
+
+    assert ran.status == 0, ran.stderr
+    assert "(5 ms per answer, 100 per 1 s)" in ran.stderr
+    assert ran.stderr.splitlines()[1].endswith("ETA 0:02")  # 250 at 100 a second
+    busiest = next(line for line in ran.stdout.splitlines() if "busiest window" in line)
+    assert 90 <= int(busiest.split()[2]) <= 100, busiest  # the limit, used to the full
+    assert busiest.endswith("(limit 100 per 1 s)")
+    assert "statuses       200: 250" in ran.stdout
+    assert summary(ran)["429s"] == "0"
+    assert float(summary(ran)["elapsed"]) >= 2.0
+
+
 async def test_demo_with_faults_retries_its_way_through() -> None:
     ran = await run("demo", "--count", "100", "--faults", "0.1", server=None)
 
@@ -656,3 +771,6 @@ async def test_usage_errors_exit_2() -> None:
     ran = await run("demo", "--count", "0", server=None)
     assert ran.status == 2
     assert "at least 1" in ran.stderr
+    ran = await run("bulk", "-", "--rate-limit", "600 a minute", server=None)
+    assert ran.status == 2
+    assert "must look like REQUESTS/SECONDS" in ran.stderr

@@ -6,39 +6,45 @@ way ``bulk`` can refuse a run before it sends anything. What needs a server is i
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from whop_async import DEFAULT_RATE_LIMIT, RateLimit, derive_idempotency_key
 from whop_async.cli import _bulk as cli_bulk
+from whop_async.cli import _input as cli_input
 from whop_async.cli import main
-from whop_async.cli._app import build_parser
+from whop_async.cli._app import DEMO_RATE_LIMIT, build_parser
+from whop_async.cli._input import Input, pipe_lines
 from whop_async.cli._journal import Journal, JournalError
 from whop_async.cli._progress import (
-    NoProgress,
     PlainProgress,
+    Progress,
     RichProgress,
     format_duration,
     make_progress,
 )
 from whop_async.cli._rows import (
+    CONTENT_KEY_NAMESPACE,
     FileProblem,
     Format,
     ReadError,
     Row,
+    RowParser,
     file_identity,
     guess_format,
     read_rows,
 )
-from whop_async.cli._shared import Output, UsageError, make_client
+from whop_async.cli._shared import Output, UsageError, best_rate, make_client
 
 UNIT_KEY = "sk_cli_unit_0123456789abcdef"
 #: Nothing listens here, and nothing below gets far enough to connect.
@@ -93,6 +99,9 @@ GOOD_ROW = {"company_id": "biz_1", "title": "T", "content": "C"}
         (["bulk", "rows.csv", "--max-retries", "-1"], "must be at least 0, got -1"),
         (["bulk", "rows.csv", "--timeout", "soon"], "not a number: 'soon'"),
         (["bulk", "rows.csv", "--format", "xml"], "invalid choice: 'xml'"),
+        (["bulk", "rows.csv", "--rate-limit", "fast"], "must look like REQUESTS/SECONDS"),
+        (["bulk", "rows.csv", "--rate-limit", "0/60"], "must be an integer >= 1, got 0"),
+        (["demo", "--rate-limit", "10/0"], "must be a number of seconds > 0"),
         (["send", "--title", "T", "--content", "C"], "--company-id --experience-id"),
         (
             ["send", "--company-id", "b", "--experience-id", "e", "--title", "T", "--content", "C"],
@@ -119,6 +128,13 @@ def test_good_arguments_parse_to_their_values() -> None:
 
     args = build_parser().parse_args(["bulk", "-", "--max-retries", "0", "--timeout", "0.5"])
     assert (args.max_retries, args.timeout, args.format) == (0, 0.5, None)
+    assert args.rate_limit == DEFAULT_RATE_LIMIT
+
+    args = build_parser().parse_args(["bulk", "-", "--rate-limit", "60/6"])
+    assert args.rate_limit == RateLimit(60, per=6.0)
+    args = build_parser().parse_args(["bulk", "-", "--rate-limit", "OFF"])
+    assert args.rate_limit is None
+    assert build_parser().parse_args(["demo"]).rate_limit == DEMO_RATE_LIMIT
 
 
 def test_version_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -241,7 +257,7 @@ def test_many_unreadable_lines_are_counted_after_the_first_twenty(tmp_path: Path
 def test_dry_run_counts_rows_already_in_the_journal(tmp_path: Path) -> None:
     rows, journal_path = tmp_path / "rows.jsonl", tmp_path / "journal.jsonl"
     rows.write_text(jsonl({**GOOD_ROW, "id": "a"}, {**GOOD_ROW, "id": "b"}))
-    journal_path.write_text(jsonl({"key": "row-id:a", "line": 1}))
+    journal_path.write_text(jsonl({"key": derive_idempotency_key("a"), "line": 1}))
 
     ran = run("bulk", rows, "--dry-run", "--journal", journal_path)
 
@@ -319,101 +335,116 @@ def test_a_failures_file_that_cannot_be_written_is_a_usage_error(tmp_path: Path)
     assert "cannot write the failures file" in ran.stderr
 
 
-# bulk: the reader thread
+# bulk: reading stdin as it comes
 
 
-async def _collect(iterator: AsyncIterator[int]) -> list[int]:
-    return [item async for item in iterator]
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read_end, write_end = os.pipe()
+    yield read_end, write_end
+    for end in (read_end, write_end):
+        with contextlib.suppress(OSError):  # closed by the test already
+            os.close(end)
 
 
-def _reader_thread_ends() -> None:
-    for thread in threading.enumerate():
-        if thread.name == "whop-async-reader":
-            thread.join(timeout=5)
-            assert not thread.is_alive(), "the reader thread never ended"
+async def test_a_pipe_is_read_a_line_at_a_time_as_it_is_written(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    lines = pipe_lines(read_end, asyncio.Event())
+    os.write(write_end, b"first\nsec")
+    assert await anext(lines) == b"first\n"
+
+    reading = asyncio.ensure_future(anext(lines))
+    # A reader that blocked the loop would not let this sleep end before the rescue write.
+    rescue = threading.Timer(2.0, os.write, (write_end, b"too late\n"))
+    rescue.start()
+    await asyncio.sleep(0.05)
+    assert not reading.done()
+    rescue.cancel()
+    os.write(write_end, b"ond\n")
+    assert await reading == b"second\n"
+
+    os.close(write_end)
+    assert [line async for line in lines] == []
+    assert os.get_blocking(read_end), "stdin was left non-blocking for the shell"
 
 
-async def test_the_reader_hands_over_every_item_in_order() -> None:
-    items = await _collect(cli_bulk._read_in_thread(lambda: iter(range(600)), asyncio.Event()))
-
-    assert items == list(range(600))
-
-
-async def test_an_error_while_reading_is_raised_in_the_reading_task() -> None:
-    def produce() -> Iterator[int]:
-        yield 1
-        raise ValueError("the disk is on fire")
-
-    reading = cli_bulk._read_in_thread(produce, asyncio.Event())
-
-    assert await anext(reading) == 1
-    with pytest.raises(ValueError, match="the disk is on fire"):
-        await anext(reading)
-
-
-async def test_a_stop_ends_the_reading_without_waiting_for_a_blocked_read() -> None:
-    release = threading.Event()
-    handed_over_after_stop = threading.Event()
-
-    def produce() -> Iterator[int]:
-        yield 1
-        release.wait(5)  # a quiet pipe
-        yield 2
-        handed_over_after_stop.set()  # never reached: the reader sees the stop and quits
-        yield 3
-
+async def test_a_stop_ends_a_read_that_waits_on_a_quiet_pipe(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
     stop = asyncio.Event()
-    received: list[int] = []
-    async for item in cli_bulk._read_in_thread(produce, stop):
-        received.append(item)
-        asyncio.get_running_loop().call_later(0.05, stop.set)
+    lines = pipe_lines(read_end, stop)
+    os.write(write_end, b"one\n")
+    assert await anext(lines) == b"one\n"
 
-    release.set()
-    _reader_thread_ends()
-    assert received == [1]
-    assert not handed_over_after_stop.is_set()
-
-
-async def test_a_reader_far_ahead_gives_up_once_nobody_reads() -> None:
-    produced: list[int] = []
-
-    def produce() -> Iterator[int]:
-        for number in range(cli_bulk.READ_AHEAD * 4):
-            produced.append(number)
-            yield number
-
-    stop = asyncio.Event()
-    reading = cli_bulk._read_in_thread(produce, stop)
-    assert await anext(reading) == 0
-    await asyncio.sleep(0.05)  # the reader fills the queue and waits for room
+    reading = asyncio.ensure_future(anext(lines, None))
+    await asyncio.sleep(0.02)
     stop.set()
-    assert [item async for item in reading] == []
 
-    _reader_thread_ends()
-    assert len(produced) <= cli_bulk.READ_AHEAD + 2
+    assert await asyncio.wait_for(reading, 1.0) is None
+    assert os.get_blocking(read_end)
 
 
-def test_a_reader_that_finishes_after_the_loop_closed_ends_quietly(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_an_overlong_line_on_a_pipe_is_a_read_error(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    thread_errors: list[object] = []
-    monkeypatch.setattr(threading, "excepthook", thread_errors.append)
-    release = threading.Event()
+    read_end, write_end = pipe
+    monkeypatch.setattr(cli_input, "MAX_LINE_BYTES", 16)
+    os.write(write_end, b"x" * 40 + b"\n")
 
-    def produce() -> Iterator[int]:
-        release.wait(5)
-        yield from ()
+    with pytest.raises(ReadError, match="longer than 16 bytes"):
+        await anext(pipe_lines(read_end, asyncio.Event()))
 
-    async def read_until_stopped() -> list[int]:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.02, stop.set)
-        return await _collect(cli_bulk._read_in_thread(produce, stop))
 
-    assert asyncio.run(read_until_stopped()) == []
-    release.set()  # the reader now reports the end to a closed loop
+async def test_stdin_that_is_a_pipe_gives_each_row_once_its_last_line_arrives(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_end, write_end = pipe
+    monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
+    rows = Input("-", "csv", "<stdin>").stream(asyncio.Event())
+    os.write(write_end, '\ufeffcompany_id,title,content\nbiz_1,"Two'.encode())
 
-    _reader_thread_ends()
-    assert thread_errors == []
+    reading = asyncio.ensure_future(anext(rows))
+    rescue = threading.Timer(2.0, os.write, (write_end, b'\nlate",C\n'))  # for a blocking reader
+    rescue.start()
+    await asyncio.sleep(0.05)
+    assert not reading.done()  # the quoted field goes on; the loop is free meanwhile
+    rescue.cancel()
+    os.write(write_end, b'\nlines",C\nbiz_1,Three,C\n')
+    first = await reading
+    os.close(write_end)
+    rest = [row async for row in rows]
+
+    assert isinstance(first, Row)
+    assert (first.line, first.values["title"]) == (2, "Two\nlines")
+    assert [(row.line, row.values["title"]) for row in rest if isinstance(row, Row)] == [
+        (4, "Three")
+    ]
+
+
+async def test_a_stop_before_any_row_on_stdin_is_no_empty_file(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_end, _ = pipe
+    monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.02, stop.set)
+
+    rows = [row async for row in Input("-", "jsonl", "<stdin>").stream(stop)]
+
+    assert rows == []  # and no ReadError("the file has no rows"): the input never ended
+
+
+def test_rows_are_read_as_they_are_pulled_not_ahead() -> None:
+    pulled: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in ["company_id,title,content\n", "b,One,C\n", "b,Two,C\n", "b,Three,C\n"]:
+            pulled.append(line)
+            yield line
+
+    rows = read_rows(lines(), format="csv", identity="test")
+
+    assert isinstance(next(rows), Row)
+    assert len(pulled) == 2
 
 
 # rows
@@ -482,24 +513,47 @@ def _key(values: dict[str, object]) -> str:
 
 def test_the_key_of_a_row_comes_from_its_own_key_then_its_id_then_its_content() -> None:
     assert _key({"idempotency_key": "mine", "id": "a1"}) == "mine"
-    assert _key({"id": "a1"}) == "row-id:a1"
-    assert _key({"id": 42}) == "row-id:42"
+    # The key a Python job gets for the same id: the two cannot notify twice.
+    assert _key({"id": "a1"}) == derive_idempotency_key("a1")
+    assert _key({"id": 42}) == derive_idempotency_key("42")
     by_content = _key({})
-    assert by_content.startswith("row-sha256:")
+    assert by_content == _content_key(GOOD_ROW)
     assert _key({}) == by_content  # derived, not random
     assert _key({"title": "Other"}) != by_content
-    assert _key({"id": True}).startswith("row-sha256:")  # a bool is not an id
-    assert _key({"id": "  "}).startswith("row-sha256:")
+    for not_an_id in (True, "  ", [1]):  # no usable id: the row is named by its line and content
+        assert _key({"id": not_an_id}) == _content_key({**GOOD_ROW, "id": not_an_id})
+
+
+def _content_key(values: Mapping[str, object]) -> str:
+    content = json.dumps(values, sort_keys=True)
+    return derive_idempotency_key(f"test\x001\x00{content}", namespace=CONTENT_KEY_NAMESPACE)
 
 
 @pytest.mark.parametrize("row_id", ["café-1", "x" * 300, "tab\there"])
-def test_an_id_that_cannot_be_a_header_value_is_hashed_into_the_key(row_id: str) -> None:
+def test_any_id_makes_a_key_that_fits_a_header(row_id: str) -> None:
     key = _key({"id": row_id})
 
-    assert key.startswith("row-id:")
-    assert len(key) == len("row-id:") + 64
+    assert key == derive_idempotency_key(row_id)
+    assert len(key) == len("wa1-") + 64
     assert key.isascii()
-    assert key == _key({"id": row_id})
+
+
+def test_a_csv_record_fed_a_line_at_a_time_is_a_row_once_its_last_line_is_in() -> None:
+    parser = RowParser(format="csv", identity="test")
+
+    assert parser.feed("title,content,company_id\r\n") is None
+    assert parser.feed('"Two\r\n') is None
+    assert parser.feed("more\r\n") is None
+    row = parser.feed('lines",C,biz_1\r\n')
+    assert isinstance(row, Row)
+    assert (row.line, row.values["title"]) == (2, "Two\r\nmore\r\nlines")
+    problem = parser.feed("bad\rline,C,biz_1\n")  # split only on \n, as a pipe is
+    assert isinstance(problem, FileProblem)
+    assert (problem.line, problem.message.split(" (")[0]) == (5, "not valid CSV")
+    assert parser.feed('Open,C,"biz_2') is None
+    last = parser.close()  # the end of the file closes the field, as csv.reader does
+    assert isinstance(last, Row)
+    assert (last.line, last.values["company_id"]) == (6, "biz_2")
 
 
 def test_a_stream_of_blank_lines_has_no_rows() -> None:
@@ -703,7 +757,7 @@ def test_plain_progress_with_no_interval_writes_every_row_and_no_total_without_o
 def test_no_progress_draws_nothing_but_still_logs() -> None:
     stream = Terminal()
     progress = make_progress(total=3, stream=stream, enabled=False)
-    assert isinstance(progress, NoProgress)
+    assert type(progress) is Progress
 
     progress.advance(ok=True)
     progress.log("line 1: rejected")
@@ -718,7 +772,7 @@ def test_a_terminal_gets_a_rich_bar_with_the_count_and_the_failures(
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.delenv("TERM", raising=False)
     stream = Terminal()
-    progress = make_progress(total=5, stream=stream, description="sending")
+    progress = make_progress(total=5, stream=stream)
     assert isinstance(progress, RichProgress)
 
     for ok in (True, True, False):
@@ -744,6 +798,52 @@ def test_a_terminal_without_rich_gets_plain_lines(monkeypatch: pytest.MonkeyPatc
 
     assert isinstance(progress, PlainProgress)
     assert stream.getvalue().startswith("progress: 1/2 done (1 sent, 0 failed)")
+
+
+def test_before_the_first_row_the_eta_comes_from_the_rate_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 100,000 notifications at Whop's 600 a minute: 2 h 47 min, however fast the client is.
+    rate = best_rate(DEFAULT_RATE_LIMIT, None)
+    assert rate == 10.0
+    stream = io.StringIO()
+
+    make_progress(total=100_000, stream=stream, expected_rate=rate, interval=3600).close()
+
+    assert stream.getvalue().splitlines()[0] == (
+        "progress: 0/100000 done (0 sent, 0 failed), 0.0/s, ETA 2:46:40"
+    )
+
+    monkeypatch.setenv("COLUMNS", "150")
+    terminal = Terminal()
+    bar = make_progress(total=100_000, stream=terminal, expected_rate=rate)
+    bar.close()
+    assert "ETA 2:46:40" in terminal.getvalue()
+
+
+def test_the_eta_follows_the_rate_observed_but_never_beats_the_limit() -> None:
+    progress = Progress(total=1000, stream=io.StringIO(), expected_rate=10.0)
+    progress._started -= 10  # ten seconds ago
+
+    for _ in range(600):  # a burst far above the limit: the limit still paces the rest
+        progress.advance(ok=True)
+    assert progress.eta() == "0:40"
+
+    slow = Progress(total=1000, stream=io.StringIO(), expected_rate=10.0)
+    slow._started -= 100
+    for _ in range(100):  # 1 a second, slower than the limit: that is what the rest will take
+        slow.advance(ok=True)
+    assert slow.eta() == "15:00"
+
+    assert Progress(total=None, stream=io.StringIO(), expected_rate=10.0).eta() is None
+    assert Progress(total=5, stream=io.StringIO(), expected_rate=None).eta() is None
+
+
+def test_the_best_rate_is_the_tighter_of_the_limit_and_max_rate() -> None:
+    assert best_rate(RateLimit(60, per=6.0), 4.0) == 4.0
+    assert best_rate(RateLimit(60, per=6.0), None) == 10.0
+    assert best_rate(None, 4.0) == 4.0
+    assert best_rate(None, None) is None
 
 
 # output and the key
@@ -798,10 +898,11 @@ def test_no_verbosity_adds_no_log_handler() -> None:
 
 def test_make_client_takes_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WHOP_API_KEY", "sk_from_the_environment")
-    args = argparse.Namespace(
-        api_key=None, base_url=UNREACHABLE, app_id="app_1", timeout=2.0, max_retries=0
-    )
+    args = build_parser().parse_args(["bulk", "-", "--base-url", UNREACHABLE, "--app-id", "app_1"])
 
-    client = make_client(args, concurrency=500)
+    client = make_client(args, concurrency=500, rate_limit=RateLimit(60, per=6.0))
 
     assert str(client.base_url).startswith(UNREACHABLE)
+    assert client.rate_limit == RateLimit(60, per=6.0)
+    assert make_client(args, rate_limit=None).rate_limit is None
+    assert make_client(args).rate_limit == DEFAULT_RATE_LIMIT

@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Final, TextIO
 
+from .. import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_TIMEOUT,
+    InvalidParamsError,
+    RateLimit,
+    __version__,
+)
 from .._bulk import DEFAULT_CONCURRENCY
-from .._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
-from .._version import __version__
 from ._shared import EXIT_INTERRUPTED, EXIT_USAGE, Output, UsageError, api_key_from
 
 __all__ = ["build_parser", "main"]
@@ -25,11 +31,15 @@ company_id or experience_id, user_ids, subtitle, rest_path, icon_user_id, idempo
 user_ids separated by spaces or semicolons. JSON Lines: one object of the same keywords per line.
 An "id" column names the row: it makes the row's idempotency key and is not sent.
 
-Each row is sent with an idempotency key derived from the row (its idempotency_key, else its id,
-else the file, line and content), so re-running the same file is safe; with --journal a re-run
-also skips the rows already confirmed. Exit status: 0 all sent, 1 some failed, 2 bad arguments,
-file or configuration, 130 interrupted.
+Each row is sent with an idempotency key derived from the row (its idempotency_key, else
+derive_idempotency_key(id), else the file, line and content), so re-running the same file is
+safe; with --journal a re-run also skips the rows already confirmed. Exit status: 0 all sent,
+1 some failed, 2 bad arguments, file or configuration, 130 interrupted.
 """
+
+#: The demo's limit, for the emulator and the client: Whop's 600 a minute, time-scaled so that a
+#: thousand notifications take seconds.
+DEMO_RATE_LIMIT: Final = RateLimit(200, per=1.0)
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -66,6 +76,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _rate_limit(text: str) -> RateLimit | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return RateLimit.parse(text)
+    except InvalidParamsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-v",
@@ -99,7 +118,15 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_pace(parser: argparse.ArgumentParser) -> None:
+def _add_pace(parser: argparse.ArgumentParser, *, rate_limit: RateLimit) -> None:
+    parser.add_argument(
+        "--rate-limit",
+        type=_rate_limit,
+        default=rate_limit,
+        metavar="N/SECONDS",
+        help=f"start at most N requests in any SECONDS, or 'off' (default: "
+        f"{rate_limit.requests}/{rate_limit.per:g})",
+    )
     parser.add_argument(
         "--concurrency",
         type=_positive_int,
@@ -111,7 +138,7 @@ def _add_pace(parser: argparse.ArgumentParser) -> None:
         "--max-rate",
         type=_positive_float,
         metavar="PER_SECOND",
-        help="requests per second at most (default: no limit but Whop's 429s)",
+        help="requests per second at most, on top of --rate-limit (default: none)",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar or progress lines"
@@ -172,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="record each row as it is confirmed; a re-run with it skips what was sent",
     )
-    _add_pace(bulk)
+    _add_pace(bulk, rate_limit=DEFAULT_RATE_LIMIT)
     _add_connection(bulk)
     _add_common(bulk)
 
@@ -180,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="bulk-send to a built-in Whop emulator on loopback (no account needed)",
         description="Start the built-in Whop emulator on 127.0.0.1 and bulk-send to it through "
-        "the real client, then show what the emulator received. Needs no API key.",
+        "the real client, then show what the emulator received. Needs no API key. The emulator "
+        "and the client share --rate-limit: Whop's 600 per minute, time-scaled.",
     )
     demo.add_argument(
         "--count", type=_positive_int, default=1000, metavar="N", help="how many (default: 1000)"
@@ -194,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject random faults (500s, dropped connections, 429s) into this fraction of "
         "requests (default when given: 0.05) to watch the retries",
     )
-    _add_pace(demo)
+    _add_pace(demo, rate_limit=DEMO_RATE_LIMIT)
     _add_common(demo)
     return parser
 

@@ -1,9 +1,8 @@
 """``whop-async bulk FILE``: every row of a file through ``iter_notifications``.
 
 A file is read twice: once up front to check it (a bad file sends nothing, and the count gives the
-progress bar its total), then again as it is sent. stdin is read once, as it is sent. Rows are read
-in a thread so that a slow pipe never stalls the requests in flight, and only the rows in flight
-are held in memory.
+progress bar its total), then again as it is sent. stdin is read once, as it is sent. Rows are
+read as the senders pull them (``_input.py``), so only the rows in flight are held in memory.
 """
 
 from __future__ import annotations
@@ -13,28 +12,26 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import IO, Any, Final, TypeVar
+from collections.abc import AsyncGenerator, Callable
+from typing import IO, Any, Final
 
 import attrs
 
-from .._bulk import iter_notifications
-from .._client import AsyncWhop
-from .._exceptions import (
-    AuthenticationError,
+from .. import (
+    FATAL_ERRORS,
+    AsyncWhop,
     BatchAbortedError,
+    BulkStats,
     InvalidParamsError,
-    PermissionDeniedError,
+    NotificationCreateParams,
     WhopError,
+    iter_notifications,
 )
-from .._gate import BulkStats
-from .._models import NotificationCreateParams
+from ._input import Input
 from ._journal import Journal, JournalError
-from ._progress import Progress, make_progress
-from ._rows import FileProblem, Format, ReadError, Row, file_identity, guess_format, read_rows
+from ._progress import make_progress
+from ._rows import FileProblem, Format, ReadError, Row, file_identity, guess_format
 from ._shared import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -43,6 +40,7 @@ from ._shared import (
     Interrupt,
     Output,
     UsageError,
+    best_rate,
     make_client,
     print_summary,
 )
@@ -51,30 +49,6 @@ __all__ = ["run_bulk"]
 
 #: Failures (or unreadable lines) reported one by one on stderr before the rest are only counted.
 MAX_REPORTED: Final = 20
-#: Rows read ahead of the senders.
-READ_AHEAD: Final = 256
-
-_T = TypeVar("_T")
-
-
-@attrs.define
-class _Input:
-    path: str
-    format: Format
-    identity: str
-
-    def rows(self) -> Iterator[Row | FileProblem]:
-        """Open the input and yield its rows; the file is closed when the iteration ends."""
-        if self.path != "-":
-            stream = open(self.path, encoding="utf-8-sig", newline="")  # noqa: SIM115
-        else:
-            try:  # a copy of the descriptor, which a reader thread may keep blocked at exit
-                stream = open(os.dup(sys.stdin.fileno()), encoding="utf-8-sig", newline="")  # noqa: SIM115
-            except (AttributeError, OSError, ValueError):  # stdin is not a file (embedded use)
-                yield from read_rows(sys.stdin, format=self.format, identity=self.identity)
-                return
-        with stream:
-            yield from read_rows(stream, format=self.format, identity=self.identity)
 
 
 def run_bulk(args: argparse.Namespace, output: Output) -> int:
@@ -92,7 +66,7 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
     sent_before = journal.sent if journal is not None else set()
     if args.dry_run:
         return _dry_run(source, sent_before, output)
-    client = make_client(args, concurrency=args.concurrency)
+    client = make_client(args, concurrency=args.concurrency, rate_limit=args.rate_limit)
     total: int | None = None
     if source.path != "-":
         scan = _scan(source, sent_before, output)
@@ -117,7 +91,7 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
             failures.close()
 
 
-def _resolve_input(args: argparse.Namespace) -> _Input:
+def _resolve_input(args: argparse.Namespace) -> Input:
     path: str = args.file
     fmt: Format | None = args.format
     if fmt is None:
@@ -128,7 +102,7 @@ def _resolve_input(args: argparse.Namespace) -> _Input:
         )
     if path != "-" and not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
-    return _Input(path, fmt, file_identity(path))
+    return Input(path, fmt, file_identity(path))
 
 
 def _check_distinct(path: str, other: str, option: str) -> None:
@@ -145,7 +119,7 @@ class _Scan:
 
 
 def _scan(
-    source: _Input,
+    source: Input,
     sent_before: set[str],
     output: Output,
     on_invalid: Callable[[Row], None] | None = None,
@@ -177,7 +151,7 @@ def _read_error(exc: Exception) -> str:
     return str(exc)
 
 
-def _dry_run(source: _Input, sent_before: set[str], output: Output) -> int:
+def _dry_run(source: Input, sent_before: set[str], output: Output) -> int:
     def report(row: Row) -> None:
         output.note(f"{source.path}: line {row.line}: {row.error}")
 
@@ -218,9 +192,6 @@ class _Failures:
         self._file.close()
 
 
-_FATAL: Final = (AuthenticationError, PermissionDeniedError)
-
-
 class _Run:
     """One send of the input: the rows in flight, the counts, and how it ended."""
 
@@ -228,7 +199,7 @@ class _Run:
         self,
         args: argparse.Namespace,
         output: Output,
-        source: _Input,
+        source: Input,
         journal: Journal | None,
         failures: _Failures | None,
         total: int | None,
@@ -240,31 +211,32 @@ class _Run:
         self._failures = failures
         self._total = total
         self._in_flight: dict[int, Row] = {}
-        self._progress: Progress | None = None
-        self.sent = 0
-        self.failed = 0
         self.skipped = 0
         self.reported = 0
         self.problem: str | None = None
         self.fatal: WhopError | None = None
 
     async def main(self, client: AsyncWhop) -> int:
-        output = self._output
-        interrupt = Interrupt(output)
+        interrupt = Interrupt(self._output)
         interrupt.install()
         stop = interrupt.requested
         stats = BulkStats()
         self._progress = progress = make_progress(
-            total=self._total, stream=output.stderr, enabled=not self._args.no_progress
+            total=self._total,
+            stream=self._output.stderr,
+            enabled=not self._args.no_progress,
+            expected_rate=best_rate(client.rate_limit, self._args.max_rate),
         )
+        items = self._items(stop)
         started = time.monotonic()
         try:
             async with (
                 client,
+                contextlib.aclosing(items),
                 contextlib.aclosing(
                     iter_notifications(
                         client,
-                        self._items(stop),
+                        items,
                         concurrency=self._args.concurrency,
                         max_rate=self._args.max_rate,
                         stats=stats,
@@ -274,54 +246,48 @@ class _Run:
                 async for outcome in outcomes:
                     row = self._in_flight.pop(outcome.index)
                     if outcome.error is None:
-                        self._sent(row)
-                    else:
-                        self._failed(row, outcome.error)
-                        if isinstance(outcome.error, _FATAL) and self.fatal is None:
-                            self.fatal = outcome.error
-                            stop.set()
+                        if self._journal is not None:
+                            self._journal.record(row.idempotency_key, row.line)
+                        progress.advance(ok=True)
+                        continue
+                    self._failed(row, outcome.error)
+                    if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
+                        self.fatal = outcome.error
+                        stop.set()
         except asyncio.CancelledError:
             if not interrupt.forced:
                 raise
         finally:
             progress.close()
-            self._summarize(time.monotonic() - started, stats)
+            self._summarize(time.monotonic() - started, stats, client)
         return self._exit_status(interrupt)
 
-    async def _items(self, stop: asyncio.Event) -> AsyncIterator[NotificationCreateParams]:
+    async def _items(self, stop: asyncio.Event) -> AsyncGenerator[NotificationCreateParams, None]:
         index = 0
         try:
-            async for item in _read_in_thread(self._source.rows, stop):
+            async for item in self._source.stream(stop):
+                if stop.is_set():
+                    return
                 if isinstance(item, FileProblem):
                     self.problem = f"{self._source.path}: {item}"
                     return
                 if self._journal is not None and item.idempotency_key in self._journal:
                     self.skipped += 1
-                    continue
-                if item.params is None:
-                    assert item.error is not None
+                elif item.error is not None:
                     self._failed(item, item.error)
-                    continue
-                self._in_flight[index] = item
-                index += 1
-                yield item.params
+                else:
+                    assert item.params is not None
+                    self._in_flight[index] = item
+                    index += 1
+                    yield item.params
         except (ReadError, OSError, UnicodeDecodeError) as exc:
             self.problem = f"{self._source.path}: {_read_error(exc)}"
 
-    def _sent(self, row: Row) -> None:
-        if self._journal is not None:
-            self._journal.record(row.idempotency_key, row.line)
-        self.sent += 1
-        assert self._progress is not None
-        self._progress.advance(ok=True)
-
     def _failed(self, row: Row, error: WhopError) -> None:
-        self.failed += 1
         if self._failures is not None:
             self._failures.write(row, error)
-        assert self._progress is not None
         self._progress.advance(ok=False)
-        if isinstance(error, (BatchAbortedError, *_FATAL)):  # reported once, at the end
+        if isinstance(error, (BatchAbortedError, *FATAL_ERRORS)):  # reported once, at the end
             return
         self.reported += 1
         if self.reported <= MAX_REPORTED:
@@ -330,17 +296,18 @@ class _Run:
             where = f" (all are in {self._failures.path})" if self._failures else ""
             self._progress.log(f"... more failures are not shown{where}")
 
-    def _summarize(self, elapsed: float, stats: BulkStats) -> None:
+    def _summarize(self, elapsed: float, stats: BulkStats, client: AsyncWhop) -> None:
         notes: list[tuple[str, str]] = []
         if self._failures is not None and self._failures.count:
             notes.append(("failures", f"written to {self._failures.path}"))
         print_summary(
             self._output,
-            sent=self.sent,
-            failed=self.failed,
+            sent=self._progress.sent,
+            failed=self._progress.failed,
             skipped=self.skipped if self._journal is not None else None,
             elapsed=elapsed,
             stats=stats,
+            rate_limit=client.rate_limit,
             notes=notes,
         )
 
@@ -357,65 +324,6 @@ class _Run:
                 resume = f"run the same command again: the journal {self._journal.path} skips them"
             else:
                 resume = "re-running resends them with the same idempotency keys"
-            output.note(f"Interrupted: {self.sent} sent before stopping; {resume}.")
+            output.note(f"Interrupted: {self._progress.sent} sent before stopping; {resume}.")
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failed else EXIT_OK
-
-
-_DONE: Final = object()
-
-
-async def _read_in_thread(
-    produce: Callable[[], Iterator[_T]], stop: asyncio.Event
-) -> AsyncIterator[_T]:
-    """Iterate ``produce()`` in a daemon thread, ``READ_AHEAD`` items ahead; end when ``stop``.
-
-    A blocking read (a quiet pipe) then never stalls the event loop, and a stop never waits for it.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[object, BaseException | None]] = asyncio.Queue()
-    room = threading.Semaphore(READ_AHEAD)
-    finished = threading.Event()
-
-    def hand_over(item: object, error: BaseException | None) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, (item, error))
-        except RuntimeError:  # the loop is closed: nobody is reading any more
-            finished.set()
-
-    def pump() -> None:
-        try:
-            for item in produce():
-                while not room.acquire(timeout=0.2):
-                    if finished.is_set():
-                        return
-                if finished.is_set():
-                    return
-                hand_over(item, None)
-        except Exception as exc:  # noqa: BLE001 - re-raised in the reading task
-            hand_over(_DONE, exc)
-        else:
-            hand_over(_DONE, None)
-
-    threading.Thread(target=pump, name="whop-async-reader", daemon=True).start()
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        while not stop.is_set():
-            if queue.empty():
-                getting = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
-                    getting.cancel()
-                    return
-                item, error = getting.result()
-            else:
-                item, error = queue.get_nowait()
-            if item is _DONE:
-                if error is not None:
-                    raise error
-                return
-            room.release()
-            yield item  # type: ignore[misc]
-    finally:
-        finished.set()
-        stopping.cancel()
+        return EXIT_FAILED if self._progress.failed else EXIT_OK

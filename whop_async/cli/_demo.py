@@ -1,4 +1,9 @@
-"""``whop-async demo``: a bulk send to the built-in emulator, to watch the client work offline."""
+"""``whop-async demo``: a bulk send to the built-in emulator, to watch the client work offline.
+
+The emulator limits requests as Whop does, at ``--rate-limit`` (Whop's 600 a minute, time-scaled
+to 200 a second by default), and the client is told the same limit, so the demo shows the pacing:
+the busiest second at the server holds no more than the limit allows, and no request meets a 429.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,11 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-from .._bulk import iter_notifications
-from .._client import AsyncWhop
-from .._config import Backoff
-from .._gate import BulkStats
+from .. import AsyncWhop, Backoff, BulkStats, RateLimit, iter_notifications
 from ..testing import RandomFaults, WhopEmulator
 from ._progress import make_progress
 from ._shared import (
@@ -22,6 +25,8 @@ from ._shared import (
     EXIT_OK,
     Interrupt,
     Output,
+    best_rate,
+    describe_limit,
     print_summary,
 )
 
@@ -45,20 +50,40 @@ def run_demo(args: argparse.Namespace, output: Output) -> int:
     return asyncio.run(_demo(args, output))
 
 
+class _Pacing:
+    """The most requests the emulator received in any ``per`` seconds (its window's length)."""
+
+    def __init__(self, server: WhopEmulator, per: float) -> None:
+        self._server = server
+        self._per = per
+        self._recent: deque[float] = deque()
+        self.busiest = 0
+
+    def update(self) -> None:
+        """Take the requests received since the last update (and drop them from the server)."""
+        for request in self._server.requests:
+            self._recent.append(request.received_at)
+            while self._recent[0] <= request.received_at - self._per:
+                self._recent.popleft()
+            self.busiest = max(self.busiest, len(self._recent))
+        self._server.requests.clear()
+
+
 async def _demo(args: argparse.Namespace, output: Output) -> int:
     interrupt = Interrupt(output)
     interrupt.install()
+    limit: RateLimit | None = args.rate_limit
     faults = None
     if args.faults:
         faults = RandomFaults(
             rate=args.faults, seed=random.randrange(2**32), retry_after=DEMO_RETRY_AFTER
         )
     async with WhopEmulator(
-        random_faults=faults, record_requests=False, response_delay=DEMO_LATENCY
+        rate_limit=limit, random_faults=faults, response_delay=DEMO_LATENCY
     ) as server:
         output.note(
-            f"Emulator on {server.base_url} ({DEMO_LATENCY * 1000:.0f} ms per answer); "
-            f"sending {args.count} notifications, "
+            f"Emulator on {server.base_url} ({DEMO_LATENCY * 1000:.0f} ms per answer, "
+            f"{describe_limit(limit)}); sending {args.count} notifications, "
             f"{args.concurrency} at a time"
             + (f", with {args.faults:.0%} of requests faulty" if faults else "")
             + "."
@@ -68,14 +93,18 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
             base_url=server.base_url,
             backoff=DEMO_BACKOFF,
             max_retries=DEMO_MAX_RETRIES,
+            rate_limit=limit,
             timeout=10.0,
             connection_limit=max(args.concurrency, 16),
         )
+        pacing = _Pacing(server, limit.per if limit is not None else 1.0)
         stats = BulkStats()
         progress = make_progress(
-            total=args.count, stream=output.stderr, enabled=not args.no_progress
+            total=args.count,
+            stream=output.stderr,
+            enabled=not args.no_progress,
+            expected_rate=best_rate(limit, args.max_rate),
         )
-        sent = failed = 0
         started = time.monotonic()
         try:
             async with (
@@ -91,12 +120,9 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
                 ) as outcomes,
             ):
                 async for outcome in outcomes:
+                    pacing.update()
                     progress.advance(ok=outcome.ok)
-                    if outcome.ok:
-                        sent += 1
-                        continue
-                    failed += 1
-                    if failed <= MAX_REPORTED:
+                    if not outcome.ok and progress.failed <= MAX_REPORTED:
                         progress.log(f"notification {outcome.index + 1}: {outcome.error}")
         except asyncio.CancelledError:
             if not interrupt.forced:
@@ -104,24 +130,33 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
         finally:
             progress.close()
         elapsed = time.monotonic() - started
-        print_summary(output, sent=sent, failed=failed, elapsed=elapsed, stats=stats)
-        keys = server.idempotency_keys()
-        statuses = ", ".join(
-            f"{status}: {count}"
-            for status, count in sorted(server.status_counts.items(), key=_status_order)
+        pacing.update()
+        print_summary(
+            output,
+            sent=progress.sent,
+            failed=progress.failed,
+            elapsed=elapsed,
+            stats=stats,
+            rate_limit=limit,
         )
+        statuses = ", ".join(  # the HTTP statuses, then the faults by name
+            f"{status}: {count}"
+            for status, count in sorted(server.status_counts.items(), key=lambda s: str(s[0]))
+        )
+        busiest = f"{pacing.busiest} requests in {limit.per:g} s" if limit else "-"
         output.result("emulator received:")
         for label, value in (
             ("accepted", f"{len(server.notifications)} notifications"),
-            ("distinct keys", f"{len(set(keys))}"),
+            ("distinct keys", f"{len(set(server.idempotency_keys()))}"),
             ("peak in flight", f"{server.peak_in_flight}"),
+            ("busiest window", f"{busiest} (limit {describe_limit(limit)})"),
             ("statuses", statuses or "none"),
         ):
             output.result(f"  {label:<15}{value}")
     if interrupt.requested.is_set():
-        output.note(f"Interrupted after {sent} notifications.")
+        output.note(f"Interrupted after {progress.sent} notifications.")
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if progress.failed else EXIT_OK
 
 
 async def _notifications(count: int, stop: asyncio.Event) -> AsyncIterator[dict[str, Any]]:
@@ -133,8 +168,3 @@ async def _notifications(count: int, stop: asyncio.Event) -> AsyncIterator[dict[
             "title": f"Demo notification {number}",
             "content": "Sent by whop-async demo to the built-in emulator.",
         }
-
-
-def _status_order(item: tuple[int | str, int]) -> tuple[int, str]:
-    status = item[0]
-    return (status, "") if isinstance(status, int) else (1000, status)

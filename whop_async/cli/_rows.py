@@ -1,51 +1,56 @@
-"""Reading the rows of a bulk file (CSV or JSON Lines) one at a time, with their line numbers.
+"""Reading the rows of a bulk file (CSV or JSON Lines) a line at a time, with their line numbers.
 
 Each row becomes a ``Row``: the keywords as read, the line it started on, the idempotency key it
 is sent with, and either validated ``NotificationCreateParams`` or the ``InvalidParamsError`` that
 says why not. Problems with the file itself (no rows, an unknown or missing column, a line that is
 not a JSON object) are ``FileProblem``s: the command line treats those as usage errors.
 
+``RowParser`` is fed one line at a time, so the same parser serves a file read synchronously and
+a pipe read by the event loop (``_input.py``).
+
 The idempotency key of a row is derived, never random, so that a re-run sends the same key for the
-same row: the row's ``idempotency_key`` when it has one, else its ``id``, else a hash of the file's
-identity, the line number and the row's content.
+same row: the row's ``idempotency_key`` when it has one, else ``derive_idempotency_key(id)``
+(the key a Python job gets for the same id), else a key derived from the file's identity, the
+line number and the row's content.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
-from typing import IO, Any, Final, Literal, TypeAlias
+from collections.abc import Iterable, Iterator
+from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
-from .._exceptions import InvalidParamsError
-from .._models import MAX_IDEMPOTENCY_KEY_LENGTH, NotificationCreateParams, is_header_safe
+from .. import InvalidParamsError, NotificationCreateParams, derive_idempotency_key
 
 __all__ = [
+    "CONTENT_KEY_NAMESPACE",
     "FileProblem",
     "Format",
     "ID_COLUMN",
     "ReadError",
     "Row",
+    "RowParser",
+    "file_identity",
     "guess_format",
     "read_rows",
 ]
 
 Format: TypeAlias = Literal["csv", "jsonl"]
 
-#: The column that names a row; it feeds the row's idempotency key and is never sent.
+#: The column that names a row: its key is ``derive_idempotency_key(id)``; it is never sent.
 ID_COLUMN: Final = "id"
+#: The ``namespace`` of the keys of rows without an id (derived from their place and content).
+CONTENT_KEY_NAMESPACE: Final = "whop-async bulk row"
 #: Keys a failures file adds to each row; dropped when that file is read back.
 ANNOTATION_KEYS: Final = frozenset({"_line", "_error", "_field"})
 PARAM_NAMES: Final = frozenset(field.name for field in attrs.fields(NotificationCreateParams))
 _KNOWN_COLUMNS: Final = PARAM_NAMES | {ID_COLUMN}
 _USER_ID_SEPARATORS: Final = re.compile(r"[\s;]+")
-_KEY_ID_PREFIX: Final = "row-id:"
-_KEY_HASH_PREFIX: Final = "row-sha256:"
 
 
 class ReadError(Exception):
@@ -98,49 +103,101 @@ def file_identity(path: str) -> str:
     return "<stdin>" if path == "-" else os.path.abspath(path)
 
 
-def read_rows(stream: IO[str], *, format: Format, identity: str) -> Iterator[Row | FileProblem]:
-    """Yield each row of ``stream`` (or the problem with its line) as it is read.
+def read_rows(
+    lines: Iterable[str], *, format: Format, identity: str
+) -> Iterator[Row | FileProblem]:
+    """Yield each row of ``lines`` (or the problem with its line) as it is read.
 
     Raises:
         ReadError: the file has no rows, or its CSV header is unusable.
     """
-    rows = _read_csv(stream) if format == "csv" else _read_jsonl(stream)
-    empty = True
-    for item in rows:
-        empty = False
-        if isinstance(item, FileProblem):
+    parser = RowParser(format=format, identity=identity)
+    for text in lines:
+        if (item := parser.feed(text)) is not None:
             yield item
+    if (item := parser.close()) is not None:
+        yield item
+
+
+class _NeedMore(Exception):
+    """A CSV record goes on past the lines fed so far (a quoted field with a line break)."""
+
+
+class RowParser:
+    """Turns the lines of a file, fed one at a time (line breaks included), into rows."""
+
+    def __init__(self, *, format: Format, identity: str) -> None:
+        self._format = format
+        self._identity = identity
+        self._lines = 0
+        self._items = 0
+        self._columns: list[str] | None = None
+        self._pending: list[str] = []  # the lines of a CSV record not complete yet
+
+    def feed(self, text: str) -> Row | FileProblem | None:
+        """The row (or problem) that the line ``text`` completes, if it completes one.
+
+        Raises:
+            ReadError: the CSV header is unusable.
+        """
+        self._lines += 1
+        if self._format == "jsonl":
+            item = _jsonl_item(self._lines, text, self._identity)
         else:
-            line, values = item
-            yield _make_row(line, values, identity)
-    if empty:
-        raise ReadError("the file has no rows")
+            self._pending.append(text)
+            item = self._csv_item(final=False)
+        self._items += item is not None
+        return item
+
+    def close(self) -> Row | FileProblem | None:
+        """The record left open by the last line (an unclosed quote), if any.
+
+        Raises:
+            ReadError: the file had no rows.
+        """
+        item = self._csv_item(final=True) if self._pending else None
+        if self._items == 0 and item is None:
+            raise ReadError("the file has no rows")
+        return item
+
+    def _csv_item(self, *, final: bool) -> Row | FileProblem | None:
+        def lines() -> Iterator[str]:
+            yield from self._pending
+            if not final:
+                raise _NeedMore
+
+        line = self._lines - len(self._pending) + 1
+        try:  # a fresh reader per record: csv.reader starts every record from a clean state
+            record = next(csv.reader(lines()), [])
+        except _NeedMore:
+            return None
+        except csv.Error as exc:
+            self._pending = []
+            return FileProblem(line, f"not valid CSV ({exc})")
+        self._pending = []
+        if self._columns is None:
+            self._columns = [column.strip() for column in record]
+            _check_header(self._columns)
+            return None
+        return _csv_row(line, self._columns, record, self._identity)
 
 
-def _read_csv(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any]] | FileProblem]:
-    reader = csv.reader(stream)
-    header = next(reader, None)
-    if header is None:
-        return
-    columns = [column.strip() for column in header]
-    _check_header(columns)
-    started = reader.line_num + 1
-    for record in reader:
-        line, started = started, reader.line_num + 1
-        if not any(cell.strip() for cell in record):
+def _csv_row(
+    line: int, columns: list[str], record: list[str], identity: str
+) -> Row | FileProblem | None:
+    if not any(cell.strip() for cell in record):
+        return None
+    if len(record) != len(columns):
+        return FileProblem(line, f"has {len(record)} fields, the header has {len(columns)}")
+    values: dict[str, Any] = {}
+    for column, cell in zip(columns, record, strict=True):
+        if column in ANNOTATION_KEYS or not cell.strip():
             continue
-        if len(record) != len(columns):
-            yield FileProblem(line, f"has {len(record)} fields, the header has {len(columns)}")
-            continue
-        values: dict[str, Any] = {}
-        for column, cell in zip(columns, record, strict=True):
-            if column in ANNOTATION_KEYS or not cell.strip():
-                continue
-            if column == "user_ids":
-                values[column] = [user_id for user_id in _USER_ID_SEPARATORS.split(cell) if user_id]
-            else:
-                values[column] = cell
-        yield line, values
+        if column == "user_ids":
+            values[column] = [user_id for user_id in _USER_ID_SEPARATORS.split(cell) if user_id]
+        else:
+            values[column] = cell
+    return _make_row(line, values, identity)
 
 
 def _check_header(columns: list[str]) -> None:
@@ -158,23 +215,20 @@ def _check_header(columns: list[str]) -> None:
         raise ReadError("missing column 'company_id' or 'experience_id'", line=1)
 
 
-def _read_jsonl(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any]] | FileProblem]:
-    for line, text in enumerate(stream, start=1):
-        if not text.strip():
-            continue
-        try:
-            values = json.loads(text)
-        except ValueError as exc:
-            yield FileProblem(line, f"not valid JSON ({exc})")
-            continue
-        if not isinstance(values, dict):
-            yield FileProblem(line, f"must be a JSON object, got {type(values).__name__}")
-            continue
-        unknown = sorted(set(values) - _KNOWN_COLUMNS - ANNOTATION_KEYS)
-        if unknown:
-            yield FileProblem(line, f"unknown key {unknown[0]!r}; expected {_expected()}")
-            continue
-        yield line, {key: value for key, value in values.items() if key not in ANNOTATION_KEYS}
+def _jsonl_item(line: int, text: str, identity: str) -> Row | FileProblem | None:
+    if not text.strip():
+        return None
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        return FileProblem(line, f"not valid JSON ({exc})")
+    if not isinstance(values, dict):
+        return FileProblem(line, f"must be a JSON object, got {type(values).__name__}")
+    unknown = sorted(set(values) - _KNOWN_COLUMNS - ANNOTATION_KEYS)
+    if unknown:
+        return FileProblem(line, f"unknown key {unknown[0]!r}; expected {_expected()}")
+    values = {key: value for key, value in values.items() if key not in ANNOTATION_KEYS}
+    return _make_row(line, values, identity)
 
 
 def _expected() -> str:
@@ -196,12 +250,10 @@ def _derive_key(line: int, values: dict[str, Any], identity: str) -> str:
     own = values.get("idempotency_key")
     if isinstance(own, str) and own.strip():
         return own  # validated with the rest of the row
-    row_id = values.get(ID_COLUMN)
-    if isinstance(row_id, (str, int)) and not isinstance(row_id, bool) and str(row_id).strip():
-        text = str(row_id)
-        if is_header_safe(text) and len(_KEY_ID_PREFIX) + len(text) <= MAX_IDEMPOTENCY_KEY_LENGTH:
-            return _KEY_ID_PREFIX + text
-        return _KEY_ID_PREFIX + hashlib.sha256(text.encode()).hexdigest()
+    if values.get(ID_COLUMN) is not None:
+        try:
+            return derive_idempotency_key(values[ID_COLUMN])
+        except InvalidParamsError:
+            pass  # blank, a bool, a list: no id, so the row is named by its place and content
     content = json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
-    digest = hashlib.sha256(f"{identity}\0{line}\0{content}".encode()).hexdigest()
-    return _KEY_HASH_PREFIX + digest[:40]
+    return derive_idempotency_key(f"{identity}\0{line}\0{content}", namespace=CONTENT_KEY_NAMESPACE)

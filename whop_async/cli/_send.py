@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from .._client import AsyncWhop
-from .._exceptions import (
+from .. import (
     APIError,
     APIStatusError,
+    AsyncWhop,
     AuthenticationError,
     InvalidParamsError,
+    NotificationCreateParams,
     PermissionDeniedError,
 )
 from .._keys import new_idempotency_key
-from .._models import NotificationCreateParams
 from ._shared import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, UsageError, make_client
 
 __all__ = ["run_send"]

@@ -11,11 +11,16 @@ import signal
 from collections.abc import Iterable
 from typing import Final, TextIO
 
+from .. import (
+    DEFAULT_CONNECTION_LIMIT,
+    DEFAULT_RATE_LIMIT,
+    AsyncWhop,
+    BulkStats,
+    RateLimit,
+    WhopError,
+)
 from .._bulk import DEFAULT_CONCURRENCY
-from .._client import AsyncWhop
-from .._config import API_KEY_ENV, DEFAULT_CONNECTION_LIMIT
-from .._exceptions import WhopError
-from .._gate import BulkStats
+from .._config import API_KEY_ENV
 
 __all__ = [
     "EXIT_FAILED",
@@ -25,6 +30,8 @@ __all__ = [
     "Interrupt",
     "Output",
     "UsageError",
+    "best_rate",
+    "describe_limit",
     "make_client",
     "print_summary",
 ]
@@ -101,7 +108,12 @@ def api_key_from(args: argparse.Namespace) -> str | None:
     return key if key is not None else os.environ.get(API_KEY_ENV)
 
 
-def make_client(args: argparse.Namespace, *, concurrency: int = DEFAULT_CONCURRENCY) -> AsyncWhop:
+def make_client(
+    args: argparse.Namespace,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+) -> AsyncWhop:
     """The client the command line options and environment describe.
 
     Raises:
@@ -118,6 +130,7 @@ def make_client(args: argparse.Namespace, *, concurrency: int = DEFAULT_CONCURRE
             base_url=args.base_url,
             app_id=args.app_id,
             timeout=args.timeout,
+            rate_limit=rate_limit,
             max_retries=args.max_retries,
             connection_limit=max(DEFAULT_CONNECTION_LIMIT, concurrency),
         )
@@ -158,6 +171,19 @@ class Interrupt:
             task.cancel()
 
 
+def describe_limit(limit: RateLimit | None) -> str:
+    """``600 per 60 s``, or ``off``."""
+    return "off" if limit is None else f"{limit.requests} per {limit.per:g} s"
+
+
+def best_rate(rate_limit: RateLimit | None, max_rate: float | None) -> float | None:
+    """The fastest a bulk send can go, in requests per second; ``None`` when nothing limits it."""
+    rates = [max_rate] if max_rate is not None else []
+    if rate_limit is not None:
+        rates.append(rate_limit.rate)
+    return min(rates, default=None)
+
+
 def print_summary(
     output: Output,
     *,
@@ -165,6 +191,7 @@ def print_summary(
     failed: int,
     elapsed: float,
     stats: BulkStats,
+    rate_limit: RateLimit | None,
     skipped: int | None = None,
     notes: Iterable[tuple[str, str]] = (),
 ) -> None:
@@ -176,6 +203,7 @@ def print_summary(
     lines += [
         ("elapsed", f"{elapsed:.2f} s"),
         ("rate", f"{rate:.1f} requests/s ({stats.attempts} requests)"),
+        ("rate limit", describe_limit(rate_limit)),
         ("retries", f"{stats.retries}"),
         ("429s", f"{stats.rate_limited}"),
         *notes,
