@@ -48,7 +48,7 @@ def _env(server: WhopEmulator | None, extra: Mapping[str, str | None] = {}) -> d
     env = {
         name: value
         for name, value in os.environ.items()
-        if name not in ("WHOP_API_KEY", "WHOP_BASE_URL", "WHOP_APP_ID")
+        if name not in ("WHOP_API_KEY", "WHOP_BASE_URL", "WHOP_APP_ID", "WHOP_API_VERSION")
     }
     if server is not None:
         env["WHOP_API_KEY"] = SECRET_KEY
@@ -166,6 +166,40 @@ async def test_send_refused_by_whop_exits_1_with_the_key_to_retry(server: WhopEm
     assert "400" in ran.stderr
     assert "(request id req_cli_400)" in ran.stderr
     assert "Idempotency-Key:" in ran.stderr
+
+
+async def test_send_to_an_account_with_a_pinned_api_version(server: WhopEmulator) -> None:
+    ran = await run(
+        "send",
+        "--account-id",
+        "biz_1",
+        "--title",
+        "T",
+        "--content",
+        "C",
+        "--api-version",
+        "2026-09-22-3",
+        server=server,
+        env={"WHOP_API_VERSION": "2026-08-21"},
+    )
+
+    assert ran.status == 0, ran.stderr
+    [request] = server.requests
+    assert json.loads(request.body) == {"account_id": "biz_1", "title": "T", "content": "C"}
+    assert request.headers["Api-Version-Date"] == "2026-09-22-3"  # the flag wins
+
+
+async def test_send_takes_the_api_version_from_the_environment_or_sends_none(
+    server: WhopEmulator,
+) -> None:
+    args = ("send", "--experience-id", "exp_1", "--title", "T", "--content", "C")
+
+    pinned = await run(*args, server=server, env={"WHOP_API_VERSION": "2026-08-21"})
+    unpinned = await run(*args, server=server)
+
+    assert (pinned.status, unpinned.status) == (0, 0)
+    assert server.requests[0].headers["Api-Version-Date"] == "2026-08-21"
+    assert "Api-Version-Date" not in server.requests[1].headers
 
 
 async def test_send_that_whop_reports_unsuccessful_exits_1(server: WhopEmulator) -> None:
@@ -293,6 +327,34 @@ async def test_bulk_from_stdin_reads_jsonl_by_default_and_csv_when_told(
 
     assert sorted(titles(server)) == ["Piped 1", "Piped 2", "Piped 3"]
     assert "progress: 1 done (1 sent, 0 failed)" in ran.stderr  # no total for stdin
+
+
+async def test_bulk_sends_each_rows_audience_under_its_own_name_with_the_api_version(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        "account_id,experience_id,company_id,title,content\n"
+        "biz_1,,,Team,C\n"
+        ",exp_1,,Members,C\n"
+        ",,biz_2,Old name,C\n"
+    )
+
+    ran = await run(
+        "bulk", rows, "--concurrency", "1", "--api-version", "2026-08-21", server=server
+    )
+
+    assert ran.status == 0, ran.stderr
+    audiences = [
+        {name: value for name, value in json.loads(request.body).items() if name.endswith("_id")}
+        for request in server.requests
+    ]
+    assert audiences == [
+        {"account_id": "biz_1"},
+        {"experience_id": "exp_1"},
+        {"company_id": "biz_2"},
+    ]
+    assert {request.headers["Api-Version-Date"] for request in server.requests} == {"2026-08-21"}
 
 
 def _busiest(server: WhopEmulator, per: float) -> int:
@@ -550,14 +612,14 @@ async def test_stdin_rows_are_sent_and_confirmed_while_the_pipe_stays_open(
     journal = tmp_path / "journal.jsonl"
     process = await start("bulk", "-", "--journal", journal, server=server)
 
-    _stdin(process).write(jsonl({"company_id": "biz_1", "title": "First", "content": "C"}).encode())
+    _stdin(process).write(jsonl({"account_id": "biz_1", "title": "First", "content": "C"}).encode())
     await _stdin(process).drain()
     # Sent, answered and recorded while the pipe is open and quiet: reading waits, sending not.
     await _wait_for_lines(journal, 1)
     assert titles(server) == ["First"]
 
     _stdin(process).write(
-        jsonl({"company_id": "biz_1", "title": "Second", "content": "C"}).encode()
+        jsonl({"account_id": "biz_1", "title": "Second", "content": "C"}).encode()
     )
     await _wait_for_lines(journal, 2)
     ran = await finish(process)  # closes stdin
@@ -571,7 +633,7 @@ async def test_a_wrong_key_ends_the_run_without_waiting_for_a_quiet_pipe(
     server: WhopEmulator,
 ) -> None:
     process = await start("bulk", "-", server=server, env={"WHOP_API_KEY": "sk_wrong_key"})
-    _stdin(process).write(jsonl({"company_id": "biz_1", "title": "T", "content": "C"}).encode())
+    _stdin(process).write(jsonl({"account_id": "biz_1", "title": "T", "content": "C"}).encode())
 
     ran = await _exit_status(process)
 
@@ -581,7 +643,7 @@ async def test_a_wrong_key_ends_the_run_without_waiting_for_a_quiet_pipe(
 
 async def test_ctrl_c_ends_the_run_without_waiting_for_a_quiet_pipe(server: WhopEmulator) -> None:
     process = await start("bulk", "-", server=server)
-    _stdin(process).write(jsonl({"company_id": "biz_1", "title": "T", "content": "C"}).encode())
+    _stdin(process).write(jsonl({"account_id": "biz_1", "title": "T", "content": "C"}).encode())
     await _wait_for_requests(server, 1)
     await asyncio.sleep(0.1)  # its answer is in
     process.send_signal(signal.SIGINT)

@@ -62,7 +62,7 @@ class Ran:
 
 @pytest.fixture(autouse=True)
 def _no_whop_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WHOP_API_KEY", "WHOP_BASE_URL", "WHOP_APP_ID"):
+    for name in ("WHOP_API_KEY", "WHOP_BASE_URL", "WHOP_APP_ID", "WHOP_API_VERSION"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -102,9 +102,12 @@ GOOD_ROW = {"company_id": "biz_1", "title": "T", "content": "C"}
         (["bulk", "rows.csv", "--rate-limit", "fast"], "must look like REQUESTS/SECONDS"),
         (["bulk", "rows.csv", "--rate-limit", "0/60"], "must be an integer >= 1, got 0"),
         (["demo", "--rate-limit", "10/0"], "must be a number of seconds > 0"),
-        (["send", "--title", "T", "--content", "C"], "--company-id --experience-id"),
         (
-            ["send", "--company-id", "b", "--experience-id", "e", "--title", "T", "--content", "C"],
+            ["send", "--title", "T", "--content", "C"],
+            "one of the arguments --account-id --experience-id --company-id is required",
+        ),
+        (
+            ["send", "--account-id", "b", "--company-id", "b", "--title", "T", "--content", "C"],
             "not allowed with argument",
         ),
         ([], "the following arguments are required: COMMAND"),
@@ -128,13 +131,18 @@ def test_good_arguments_parse_to_their_values() -> None:
 
     args = build_parser().parse_args(["bulk", "-", "--max-retries", "0", "--timeout", "0.5"])
     assert (args.max_retries, args.timeout, args.format) == (0, 0.5, None)
-    assert args.rate_limit == DEFAULT_RATE_LIMIT
+    assert (args.rate_limit, args.api_version) == (DEFAULT_RATE_LIMIT, None)
 
-    args = build_parser().parse_args(["bulk", "-", "--rate-limit", "60/6"])
-    assert args.rate_limit == RateLimit(60, per=6.0)
+    args = build_parser().parse_args(["bulk", "-", "--rate-limit", "60/6", "--api-version", "v"])
+    assert (args.rate_limit, args.api_version) == (RateLimit(60, per=6.0), "v")
     args = build_parser().parse_args(["bulk", "-", "--rate-limit", "OFF"])
     assert args.rate_limit is None
     assert build_parser().parse_args(["demo"]).rate_limit == DEMO_RATE_LIMIT
+
+    args = build_parser().parse_args(
+        ["send", "--account-id", "biz_1", "--title", "T", "--content", "C"]
+    )
+    assert (args.account_id, args.company_id, args.experience_id) == ("biz_1", None, None)
 
 
 def test_version_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -400,7 +408,7 @@ async def test_stdin_that_is_a_pipe_gives_each_row_once_its_last_line_arrives(
     read_end, write_end = pipe
     monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
     rows = Input("-", "csv", "<stdin>").stream(asyncio.Event())
-    os.write(write_end, '\ufeffcompany_id,title,content\nbiz_1,"Two'.encode())
+    os.write(write_end, '\ufeffaccount_id,title,content\nbiz_1,"Two'.encode())
 
     reading = asyncio.ensure_future(anext(rows))
     rescue = threading.Timer(2.0, os.write, (write_end, b'\nlate",C\n'))  # for a blocking reader
@@ -437,7 +445,7 @@ def test_rows_are_read_as_they_are_pulled_not_ahead() -> None:
     pulled: list[str] = []
 
     def lines() -> Iterator[str]:
-        for line in ["company_id,title,content\n", "b,One,C\n", "b,Two,C\n", "b,Three,C\n"]:
+        for line in ["account_id,title,content\n", "b,One,C\n", "b,Two,C\n", "b,Three,C\n"]:
             pulled.append(line)
             yield line
 
@@ -486,7 +494,7 @@ def test_a_csv_record_with_the_wrong_number_of_fields_is_a_problem_of_its_line()
     ("header", "expected"),
     [
         ("company_id,title,content,title", "line 1: column 'title' appears twice"),
-        ("title,content", "line 1: missing column 'company_id' or 'experience_id'"),
+        ("title,content", "line 1: missing column 'account_id', 'experience_id' or 'company_id'"),
         ("company_id,title", "line 1: missing column 'content'"),
     ],
 )
@@ -541,7 +549,7 @@ def test_any_id_makes_a_key_that_fits_a_header(row_id: str) -> None:
 def test_a_csv_record_fed_a_line_at_a_time_is_a_row_once_its_last_line_is_in() -> None:
     parser = RowParser(format="csv", identity="test")
 
-    assert parser.feed("title,content,company_id\r\n") is None
+    assert parser.feed("title,content,account_id\r\n") is None
     assert parser.feed('"Two\r\n') is None
     assert parser.feed("more\r\n") is None
     row = parser.feed('lines",C,biz_1\r\n')
@@ -553,7 +561,7 @@ def test_a_csv_record_fed_a_line_at_a_time_is_a_row_once_its_last_line_is_in() -
     assert parser.feed('Open,C,"biz_2') is None
     last = parser.close()  # the end of the file closes the field, as csv.reader does
     assert isinstance(last, Row)
-    assert (last.line, last.values["company_id"]) == (6, "biz_2")
+    assert (last.line, last.values["account_id"]) == (6, "biz_2")
 
 
 def test_a_stream_of_blank_lines_has_no_rows() -> None:
@@ -898,11 +906,52 @@ def test_no_verbosity_adds_no_log_handler() -> None:
 
 def test_make_client_takes_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WHOP_API_KEY", "sk_from_the_environment")
-    args = build_parser().parse_args(["bulk", "-", "--base-url", UNREACHABLE, "--app-id", "app_1"])
+    monkeypatch.setenv("WHOP_API_VERSION", "2026-08-21")
+    args = build_parser().parse_args(
+        [
+            "bulk",
+            "-",
+            "--base-url",
+            UNREACHABLE,
+            "--app-id",
+            "app_1",
+            "--api-version",
+            "2026-09-22-3",
+        ]
+    )
 
     client = make_client(args, concurrency=500, rate_limit=RateLimit(60, per=6.0))
 
     assert str(client.base_url).startswith(UNREACHABLE)
+    assert client.api_version == "2026-09-22-3"  # the flag wins over the environment
     assert client.rate_limit == RateLimit(60, per=6.0)
     assert make_client(args, rate_limit=None).rate_limit is None
+
+
+def test_without_the_flag_the_client_takes_the_api_version_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WHOP_API_VERSION", "2026-08-21")
+    args = build_parser().parse_args(["bulk", "-", "--api-key", UNIT_KEY])
+
+    assert make_client(args).api_version == "2026-08-21"
     assert make_client(args).rate_limit == DEFAULT_RATE_LIMIT
+
+
+def test_an_api_version_that_cannot_be_a_header_is_a_usage_error() -> None:
+    ran = run(
+        "send",
+        "--account-id",
+        "biz_1",
+        "--title",
+        "T",
+        "--content",
+        "C",
+        "--api-key",
+        UNIT_KEY,
+        "--api-version",
+        "2026-08-21\r\nX-Injected: 1",
+    )
+
+    assert ran.status == 2
+    assert "api_version" in ran.stderr

@@ -27,9 +27,10 @@ Send Whop notifications from the command line: one (send), many from a CSV or JS
 
 _BULK_EPILOG = """\
 FILE holds one notification per row. CSV: a header row of create() keywords (title, content,
-company_id or experience_id, user_ids, subtitle, rest_path, icon_user_id, idempotency_key);
-user_ids separated by spaces or semicolons. JSON Lines: one object of the same keywords per line.
-An "id" column names the row: it makes the row's idempotency key and is not sent.
+one of account_id, experience_id or company_id, user_ids, subtitle, rest_path, icon_user_id,
+idempotency_key); user_ids separated by spaces or semicolons. JSON Lines: one object of the same
+keywords per line. An "id" column names the row: it makes the row's idempotency key and is not
+sent.
 
 Each row is sent with an idempotency key derived from the row (its idempotency_key, else
 derive_idempotency_key(id), else the file, line and content), so re-running the same file is
@@ -103,6 +104,12 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base-url", help="the API root (default: $WHOP_BASE_URL or Whop's)")
     group.add_argument("--app-id", help="sent as X-Whop-App-Id (default: $WHOP_APP_ID)")
     group.add_argument(
+        "--api-version",
+        metavar="DATE",
+        help="sent as Api-Version-Date, pinning Whop's behaviour (default: $WHOP_API_VERSION; "
+        "without either, Whop behaves as of 2025-01-01)",
+    )
+    group.add_argument(
         "--timeout",
         type=_positive_float,
         default=DEFAULT_TIMEOUT,
@@ -153,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser("send", help="send one notification and print the outcome")
     audience = send.add_mutually_exclusive_group(required=True)
-    audience.add_argument("--company-id", help="send to this company's team (biz_...)")
+    audience.add_argument("--account-id", help="send to this company's team (biz_...)")
     audience.add_argument("--experience-id", help="send to this experience's users (exp_...)")
+    audience.add_argument("--company-id", help="the older name of --account-id")
     send.add_argument("--title", required=True, help="the headline")
     send.add_argument("--content", required=True, help="the body text")
     send.add_argument(

@@ -164,7 +164,7 @@ async def _notifications(count: int, stop: asyncio.Event) -> AsyncIterator[dict[
         if stop.is_set():
             return
         yield {
-            "company_id": "biz_demo",
+            "account_id": "biz_demo",
             "title": f"Demo notification {number}",
             "content": "Sent by whop-async demo to the built-in emulator.",
         }

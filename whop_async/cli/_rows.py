@@ -50,6 +50,7 @@ CONTENT_KEY_NAMESPACE: Final = "whop-async bulk row"
 ANNOTATION_KEYS: Final = frozenset({"_line", "_error", "_field"})
 PARAM_NAMES: Final = frozenset(field.name for field in attrs.fields(NotificationCreateParams))
 _KNOWN_COLUMNS: Final = PARAM_NAMES | {ID_COLUMN}
+_AUDIENCE_COLUMNS: Final = ("account_id", "experience_id", "company_id")
 _USER_ID_SEPARATORS: Final = re.compile(r"[\s;]+")
 
 
@@ -211,8 +212,8 @@ def _check_header(columns: list[str]) -> None:
     for required in ("title", "content"):
         if required not in seen:
             raise ReadError(f"missing column {required!r}", line=1)
-    if "company_id" not in seen and "experience_id" not in seen:
-        raise ReadError("missing column 'company_id' or 'experience_id'", line=1)
+    if seen.isdisjoint(_AUDIENCE_COLUMNS):
+        raise ReadError("missing column 'account_id', 'experience_id' or 'company_id'", line=1)
 
 
 def _jsonl_item(line: int, text: str, identity: str) -> Row | FileProblem | None:

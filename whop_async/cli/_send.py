@@ -27,6 +27,7 @@ def run_send(args: argparse.Namespace, output: Output) -> int:
         params = NotificationCreateParams(
             title=args.title,
             content=args.content,
+            account_id=args.account_id,
             company_id=args.company_id,
             experience_id=args.experience_id,
             user_ids=args.user_ids,

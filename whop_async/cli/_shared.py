@@ -116,6 +116,8 @@ def make_client(
 ) -> AsyncWhop:
     """The client the command line options and environment describe.
 
+    ``--api-version`` wins over ``WHOP_API_VERSION``, which the client reads itself.
+
     Raises:
         UsageError: no API key, or an option the client rejects.
     """
@@ -129,6 +131,7 @@ def make_client(
             key,
             base_url=args.base_url,
             app_id=args.app_id,
+            api_version=args.api_version,
             timeout=args.timeout,
             rate_limit=rate_limit,
             max_retries=args.max_retries,
