@@ -329,6 +329,24 @@ async def test_a_retry_while_the_first_is_being_handled_is_told_it_is_in_progres
     assert server.status_counts == {200: 2, 409: 2, 400: 1}
 
 
+async def test_reset_while_a_key_is_held_lets_it_go(http: aiohttp.ClientSession) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-reset"}
+    async with WhopEmulator(response_delay=0.2) as server:
+        first = asyncio.create_task(post(http, server, headers=headers))
+        while server.request_count < 1:
+            await asyncio.sleep(0.005)
+        server.reset()
+        server.response_delay = 0
+        during = await post(http, server, headers=headers)  # a fresh key: handled at once
+        await first  # its answer comes after the reset and is not kept
+        after = await post(http, server, headers=headers)
+
+    assert during[0] == 200
+    assert "Idempotent-Replayed" not in during[1]
+    assert after[1]["Idempotent-Replayed"] == "true"
+    assert after[1]["X-Request-Id"] == during[1]["X-Request-Id"]
+
+
 async def test_a_request_without_a_key_is_never_deduplicated_nor_held(
     http: aiohttp.ClientSession,
 ) -> None:

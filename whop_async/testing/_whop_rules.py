@@ -179,16 +179,12 @@ class IdempotencyStore:
     """Keys per caller, their first request, and its answer (kept for ``ttl`` seconds).
 
     ``begin`` is called when a request with a key arrives, ``finish`` when its handling has an
-    answer, ``abandon`` when its handling ended without one (the emulator stopped, or the
-    answer is one Whop does not keep, such as a 5xx).
+    answer, ``abandon`` when its handling ended without one (it raised, or was cancelled).
     """
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._entries: dict[tuple[str, str], KeyEntry] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -223,12 +219,11 @@ class IdempotencyStore:
         return entry.replay.response()
 
     def finish(self, scope: tuple[str, str], entry: KeyEntry, response: web.Response) -> None:
-        """Keep a 2xx or 4xx answer for replays; let the key go after anything else."""
+        """Keep the answer for replays: the handler only gives 2xx and 4xx, the ones Whop keeps."""
         if self._entries.get(scope) is not entry:
             return  # forgotten by reset() meanwhile
-        if not 200 <= response.status < 500 or not isinstance(response.body, bytes):
-            del self._entries[scope]
-            return
+        assert 200 <= response.status < 500, "a 5xx is never kept for replays"
+        assert isinstance(response.body, bytes)
         entry.replay = Replay(
             status=response.status,
             body=response.body,
