@@ -533,17 +533,20 @@ async def test_failed_rows_go_to_the_failures_file_and_can_be_sent_again(
     assert {"_field": "content"}.items() <= next(r for r in failed if r["_line"] == 2).items()
     assert sorted(titles(server)) == ["Also fine", "Fine"]
 
-    # Fix the bad row and feed the failures back: both go through, with their original keys.
+    # Fix the bad row and feed the failures back: both go through.
     fixed = [{**record, "content": record.get("content", "Now with content")} for record in failed]
     failures.write_text(jsonl(*fixed))
     again = await run("bulk", failures, server=server)
 
     assert again.status == 0, again.stderr
     assert sorted(titles(server)) == ["Also fine", "Fine", "No content", "Rejected"]
-    assert server.requests[0].headers["Idempotency-Key"] == derive_idempotency_key(1)
+    rejected_key = server.requests[0].headers["Idempotency-Key"]
+    assert rejected_key == derive_idempotency_key(1)
+    # The row that never reached Whop keeps its key. The row Whop refused gets a new one, derived
+    # from the old: Whop replays a 4xx to its key, and refuses that key with a corrected body.
     assert {request.headers["Idempotency-Key"] for request in server.requests[-2:]} == {
-        derive_idempotency_key(1),
         derive_idempotency_key(2),
+        derive_idempotency_key(rejected_key, namespace="whop-async resend"),
     }
     assert len(set(server.idempotency_keys())) == 4
 

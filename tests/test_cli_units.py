@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from whop_async import DEFAULT_RATE_LIMIT, RateLimit, derive_idempotency_key
+from whop_async import (
+    DEFAULT_RATE_LIMIT,
+    APITimeoutError,
+    InvalidParamsError,
+    RateLimit,
+    WhopError,
+    derive_idempotency_key,
+)
+from whop_async._exceptions import status_error
 from whop_async.cli import _bulk as cli_bulk
 from whop_async.cli import _input as cli_input
 from whop_async.cli import main
@@ -341,6 +349,37 @@ def test_a_failures_file_that_cannot_be_written_is_a_usage_error(tmp_path: Path)
 
     assert ran.status == 2
     assert "cannot write the failures file" in ran.stderr
+
+
+# bulk: the failures file
+
+
+@pytest.mark.parametrize(
+    ("error", "new_key"),
+    [
+        (status_error(400, {}, b'{"error": {"code": "bad_request", "message": "no"}}'), True),
+        (status_error(422, {}, b""), True),
+        (status_error(409, {}, b""), False),  # the first request may still be under way
+        (status_error(429, {}, b""), False),
+        (status_error(503, {}, b""), False),  # Whop may have queued it: the key must stay
+        (APITimeoutError(), False),
+        (InvalidParamsError("content", "is required"), False),  # never reached Whop
+    ],
+)
+def test_a_failed_row_keeps_its_key_unless_whop_refused_it(
+    tmp_path: Path, error: WhopError, new_key: bool
+) -> None:
+    [row] = _rows(jsonl({**GOOD_ROW, "id": "a"}), "jsonl")
+    assert isinstance(row, Row)
+    failures = cli_bulk._Failures(str(tmp_path / "failures.jsonl"))
+
+    failures.write(row, error)
+    failures.close()
+
+    [record] = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    renewed = derive_idempotency_key(row.idempotency_key, namespace=cli_bulk.RESEND_KEY_NAMESPACE)
+    assert record["idempotency_key"] == (renewed if new_key else row.idempotency_key)
+    assert (record["id"], record["_line"], record["_error"]) == ("a", 1, str(error))
 
 
 # bulk: reading stdin as it comes

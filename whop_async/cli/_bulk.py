@@ -20,12 +20,14 @@ import attrs
 
 from .. import (
     FATAL_ERRORS,
+    APIStatusError,
     AsyncWhop,
     BatchAbortedError,
     BulkStats,
     InvalidParamsError,
     NotificationCreateParams,
     WhopError,
+    derive_idempotency_key,
     iter_notifications,
 )
 from ._input import Input
@@ -49,6 +51,11 @@ __all__ = ["run_bulk"]
 
 #: Failures (or unreadable lines) reported one by one on stderr before the rest are only counted.
 MAX_REPORTED: Final = 20
+#: The ``namespace`` of the new key a failures file gives a row that Whop refused.
+RESEND_KEY_NAMESPACE: Final = "whop-async resend"
+#: Answers after which a failed row keeps its key: Whop did not answer for good (a timeout, a key
+#: in use, a rate limit, a 5xx), and may yet have queued the notification.
+_KEY_KEPT_STATUSES: Final = frozenset({408, 409, 429, *range(500, 600)})
 
 
 def run_bulk(args: argparse.Namespace, output: Output) -> int:
@@ -167,7 +174,13 @@ def _dry_run(source: Input, sent_before: set[str], output: Output) -> int:
 
 
 class _Failures:
-    """The ``--failures`` file: each failed row as read, plus where and why it failed."""
+    """The ``--failures`` file: each failed row as read, plus where and why it failed.
+
+    Each record keeps the row's key, so that sending the file again cannot notify twice, except
+    for a row Whop refused with a 4xx: Whop replays that answer to the key and refuses the key
+    with a corrected body (``idempotency_key_mismatch``), so such a row gets a new key, derived
+    from the old one.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -178,9 +191,10 @@ class _Failures:
             raise UsageError(f"cannot write the failures file: {exc}") from None
 
     def write(self, row: Row, error: WhopError) -> None:
-        record: dict[str, Any] = dict(row.values)
-        record.setdefault("idempotency_key", row.idempotency_key)
-        record["_line"] = row.line
+        key = row.idempotency_key
+        if isinstance(error, APIStatusError) and error.status_code not in _KEY_KEPT_STATUSES:
+            key = derive_idempotency_key(key, namespace=RESEND_KEY_NAMESPACE)
+        record: dict[str, Any] = {**row.values, "idempotency_key": key, "_line": row.line}
         record["_error"] = str(error)
         if isinstance(error, InvalidParamsError):
             record["_field"] = error.field
