@@ -183,11 +183,6 @@ async def test_with_options_api_version_none_sends_no_header(
     assert versions_sent(whop_emulator) == [None]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with_options(api_version=None) goes through AsyncWhop(), which reads "
-    "WHOP_API_VERSION again for None (whop_async/_client.py)",
-)
 async def test_with_options_api_version_none_sends_no_header_even_with_the_variable_set(
     make_client: MakeClient, whop_emulator: WhopEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -160,7 +160,8 @@ async def test_the_emulators_own_validation_error_reaches_the_caller(
     with pytest.raises(AuthenticationError) as caught:
         await client.notifications.create(**SEND)
 
-    assert caught.value.body == {"error": {"type": "unauthorized", "message": "Invalid API key"}}
+    assert caught.value.body == {"error": {"code": "unauthorized", "message": "Invalid API key"}}
+    assert (caught.value.code, caught.value.message) == ("unauthorized", "Invalid API key")
     assert caught.value.request_id is not None
     assert caught.value.request_id.startswith("req_")
     assert "sk_not_the_emulators" not in str(caught.value)

@@ -180,11 +180,14 @@ class AsyncWhop:
         Its requests count against the same rate limit as the original's.
         """
         config = self._config
+        if isinstance(api_version, NotGiven):
+            api_version = config.api_version
+        # "" stands for "none" without reading the environment again, as None would.
         derived = type(self)(
             config.api_key,
             base_url=config.base_url,
-            app_id=config.app_id,
-            api_version=config.api_version if isinstance(api_version, NotGiven) else api_version,
+            app_id=config.app_id or "",
+            api_version=api_version or "",
             timeout=config.timeout if isinstance(timeout, NotGiven) else timeout,
             max_retries=config.max_retries if isinstance(max_retries, NotGiven) else max_retries,
             backoff=config.backoff if isinstance(backoff, NotGiven) else backoff,

@@ -43,6 +43,9 @@ __all__ = [
 MIN_RATE_LIMIT_PAUSE: Final = 0.05
 #: After a 429 the pacing rate never drops below this share of the configured rate.
 MIN_RATE_SHARE: Final = 0.05
+#: A 429 lowers the pace only when at least this many successes since the last pause say what
+#: the server allows; fewer say nothing (a stray 429), and the pause alone answers it.
+MIN_SUCCESSES_TO_LEARN: Final = 5
 #: A lowered rate grows back by this share of the configured rate per ``per`` seconds.
 RECOVERY_PER_WINDOW: Final = 0.05
 #: The pace after a 429 is this share of the rate that got through: a little under the
@@ -231,7 +234,9 @@ class LocalRateLimiter(RateLimiter):
       request takes to reach the server). Bursts up to the limit go at once.
     * **A 429 pauses everyone** for the wait Whop asked for, not only the call that met it.
     * **Learning.** A 429 means the real budget is smaller than configured (another process on
-      the same key, another plan, another window). The limiter then paces the operation at the
+      the same key, another plan, another window). Given ``MIN_SUCCESSES_TO_LEARN`` successes
+      to go by (fewer make a stray 429, which the pause answers), the limiter paces the
+      operation at the
       rate that got through in the last ``per`` seconds since the last pause (successes / (time
       they took + the wait asked)), which is what the server allows, at least
       ``MIN_RATE_SHARE`` of the configured rate. The
@@ -321,14 +326,13 @@ class LocalRateLimiter(RateLimiter):
     def _rate_limited(self, bucket: _Bucket, permit: Permit) -> None:
         now = asyncio.get_running_loop().time()
         wait = max(permit.retry_after or 0.0, MIN_RATE_LIMIT_PAUSE)
-        if permit.started_at >= bucket.epoch:
+        successes = bucket.successes
+        while successes and successes[0] < now - self._limit.per:
+            successes.popleft()
+        if permit.started_at >= bucket.epoch and len(successes) >= MIN_SUCCESSES_TO_LEARN:
             # Sent since the last pause ended: what got through in the last window is what the
             # server allows in the time it took plus the wait it asked for.
-            successes = bucket.successes
-            while successes and successes[0] < now - self._limit.per:
-                successes.popleft()
-            sending = now - successes[0] if successes else 0.0
-            allowed = len(successes) / (sending + wait)
+            allowed = len(successes) / (now - successes[0] + wait)
             rate = self._limit.rate
             current = self._pace(bucket, now)
             lowered = min(allowed * LEARNED_RATE_SHARE, current if current is not None else rate)

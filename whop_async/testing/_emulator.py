@@ -112,6 +112,11 @@ class WhopEmulator:
             self._limiter = TokenBucket(token_bucket)
             self.rate_limit_headers = True
         elif rate_limit is not None:
+            if not isinstance(rate_limit, RateLimit):
+                raise TypeError(
+                    f"rate_limit must be a RateLimit or None, got {type(rate_limit).__name__} "
+                    "(token_bucket=N is the older per-second model)"
+                )
             self._limiter = make_window(rate_limit, rate_limit_window)
         self.random_faults = random_faults
         self.record_requests = record_requests
