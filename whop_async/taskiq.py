@@ -1,0 +1,310 @@
+"""Fan notifications out over taskiq workers, sent once each however often a task is delivered.
+
+A service enqueues notifications from anywhere (a web handler, a cron job); worker processes
+send them, each through one shared ``AsyncWhop`` and, across processes, one shared
+``RedisRateLimiter``. With taskiq-redis's ``RedisStreamBroker`` the queue is a Redis stream whose
+messages are acknowledged only after the send: a worker that dies leaves its messages pending,
+and another worker takes them over::
+
+    broker = RedisStreamBroker(REDIS_URL, idle_timeout=600_000, unacknowledged_lock_timeout=30)
+    send_notification = register_notification_task(broker, client_factory=make_client)
+
+    await broker.startup()                  # in the enqueuing process, once
+    await enqueue_notification(send_notification, {...}, source_id=order.id)
+
+**The idempotency key is fixed when a notification is enqueued** (``source_id`` derives it from
+your own id, else a random one is drawn) and travels in the message. A task delivered twice (its
+worker died after sending but before acknowledging, or it ran longer than ``idle_timeout``) sends
+the same key again, and Whop replays the first answer instead of notifying twice, for 24 hours.
+
+**Abandoned messages.** taskiq-redis claims other consumers' pending messages only right after a
+read that found new ones, so on a quiet stream a dead worker's messages would wait for the next
+enqueue. Workers started with ``register_notification_task`` also sweep: every half
+``idle_timeout``, one atomic script moves messages pending longer than ``idle_timeout`` back to
+the end of the stream (``redeliver_abandoned``).
+
+Needs the ``taskiq`` extra: ``pip install 'whop-async[taskiq]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Final, TypeAlias
+
+import attrs
+
+try:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+    from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, TaskiqEvents, TaskiqState
+    from taskiq_redis import RedisStreamBroker
+except ImportError as exc:  # pragma: no cover - the extra is not installed
+    raise ImportError(
+        "whop_async.taskiq needs taskiq and taskiq-redis: pip install 'whop-async[taskiq]'"
+    ) from exc
+
+from ._client import AsyncWhop
+from ._exceptions import (
+    APIConnectionError,
+    ConflictError,
+    InternalServerError,
+    InvalidParamsError,
+    RateLimitError,
+    WhopError,
+)
+from ._keys import derive_idempotency_key, new_idempotency_key
+from ._models import NotificationCreateParams
+from .redis import RateLimiterUnavailableError
+
+__all__ = [
+    "DEFAULT_TASK_NAME",
+    "RETRYABLE_ERRORS",
+    "NotificationTask",
+    "enqueue_notification",
+    "redeliver_abandoned",
+    "register_notification_task",
+]
+
+logger = logging.getLogger("whop_async")
+
+#: The name workers know the task by: the same in the enqueuing process and in the workers.
+DEFAULT_TASK_NAME: Final = "whop_async.send_notification"
+#: Failures worth another try later, with the same key: what taskiq's ``SmartRetryMiddleware``
+#: or ``SimpleRetryMiddleware`` retries, when the broker has one. Refused notifications (400,
+#: 401, 403, 422) fail at once.
+RETRYABLE_ERRORS: Final[tuple[type[WhopError], ...]] = (
+    APIConnectionError,
+    RateLimitError,
+    InternalServerError,
+    ConflictError,
+    RateLimiterUnavailableError,
+)
+#: Messages a sweep moves back to the stream at most, per stream.
+SWEEP_BATCH: Final = 100
+
+#: The task ``register_notification_task`` returns: it takes one notification as a dict.
+NotificationTask: TypeAlias = AsyncTaskiqDecoratedTask[[dict[str, Any]], Coroutine[Any, Any, None]]
+
+# KEYS[1]: the stream. ARGV: the consumer group, a consumer for the claim, the idle time in ms,
+# the most to move. Claims what has been pending that long, adds it again at the end of the
+# stream (new messages for any consumer) and acknowledges and deletes the old entries, in one
+# step, so a message is never both lost and never twice in the stream. Returns how many moved.
+_REDELIVER: Final = """
+local moved = 0
+local cursor = '0-0'
+repeat
+  local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], cursor,
+    'COUNT', ARGV[4] - moved)
+  cursor = claimed[1]
+  for _, entry in ipairs(claimed[2]) do
+    if entry[2] then
+      redis.call('XADD', KEYS[1], '*', unpack(entry[2]))
+      moved = moved + 1
+    end
+    redis.call('XACK', KEYS[1], ARGV[1], entry[1])
+    redis.call('XDEL', KEYS[1], entry[1])
+  end
+until cursor == '0-0' or moved >= tonumber(ARGV[4])
+return moved
+"""
+
+
+async def redeliver_abandoned(broker: RedisStreamBroker, *, min_idle: float | None = None) -> int:
+    """Put back on the stream the messages a consumer took and has not acknowledged for long.
+
+    Any worker of the group then reads them as new. Workers of ``register_notification_task``
+    call this every half ``idle_timeout``; call it yourself to recover at once, for example
+    after you have stopped every worker.
+
+    Args:
+        broker: The ``RedisStreamBroker`` whose stream (and additional streams) to sweep.
+        min_idle: Seconds a message must have been pending; the broker's ``idle_timeout`` by
+            default. ``0`` moves every pending message: only when no worker is running.
+
+    Returns:
+        How many messages were moved.
+    """
+    idle_ms = broker.idle_timeout if min_idle is None else round(min_idle * 1000)
+    streams = [broker.queue_name, *broker.additional_streams]
+    moved = 0
+    async with Redis(connection_pool=broker.connection_pool) as redis:
+        script = redis.register_script(_REDELIVER)
+        for stream in streams:
+            moved += int(
+                await script(
+                    keys=[stream],
+                    args=[broker.consumer_group_name, "whop_async-redeliver", idle_ms, SWEEP_BATCH],
+                )
+            )
+    return moved
+
+
+class _Worker:
+    """What one worker process holds: its client, made on first use, and its sweeper."""
+
+    def __init__(self, client_factory: Callable[[], AsyncWhop], broker: AsyncBroker) -> None:
+        self._client_factory = client_factory
+        self._broker = broker
+        self._client: AsyncWhop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def client(self) -> AsyncWhop:
+        if self._client is None:
+            client = self._client_factory()
+            if not isinstance(client, AsyncWhop):
+                raise InvalidParamsError(
+                    "client_factory", f"must return an AsyncWhop, got {type(client).__name__}"
+                )
+            self._client = client
+        return self._client
+
+    async def send(self, notification: dict[str, Any]) -> None:
+        params = NotificationCreateParams.from_mapping(notification)
+        if params.idempotency_key is None:
+            raise InvalidParamsError(
+                "idempotency_key",
+                "a queued notification must carry the key fixed when it was enqueued: "
+                "enqueue it with enqueue_notification()",
+            )
+        await self.client().notifications.send(params)
+
+    def start(self, _: TaskiqState) -> None:
+        broker = self._broker
+        if isinstance(broker, RedisStreamBroker) and self._sweeper is None:
+            interval = max(broker.idle_timeout / 2000, 0.05)
+            self._sweeper = asyncio.ensure_future(_sweep(broker, interval))
+
+    async def stop(self, _: TaskiqState) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+            await client.rate_limiter.aclose()
+
+
+async def _sweep(broker: RedisStreamBroker, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            moved = await redeliver_abandoned(broker)
+        except (RedisError, OSError) as exc:
+            logger.warning(
+                "Could not sweep abandoned notifications: %s: %s", type(exc).__name__, exc
+            )
+        else:
+            if moved:
+                logger.info(
+                    "Re-queued %d notifications a worker took and never acknowledged", moved
+                )
+
+
+def register_notification_task(
+    broker: AsyncBroker,
+    *,
+    client_factory: Callable[[], AsyncWhop],
+    task_name: str = DEFAULT_TASK_NAME,
+) -> NotificationTask:
+    """Register on ``broker`` the task that sends one queued notification, and return it.
+
+    Call it at import time of the module both the enqueuing side and the workers import. In each
+    worker process, ``client_factory`` is called once, when the first notification is sent
+    there, and every task of the process sends through that client; on worker shutdown the
+    client is closed, and then its rate limiter (``aclose()``). So build both in the factory::
+
+        def make_client() -> AsyncWhop:
+            limiter = RedisRateLimiter.for_api_key(REDIS_URL, API_KEY)
+            return AsyncWhop(API_KEY, rate_limit=limiter)
+
+    With a ``RedisStreamBroker``, workers also sweep abandoned messages back onto the stream
+    (``redeliver_abandoned``). The task is labelled ``retry_on_error`` for the errors in
+    ``RETRYABLE_ERRORS``: add taskiq's ``SmartRetryMiddleware`` to the broker to retry them.
+
+    Args:
+        broker: The taskiq broker; ``RedisStreamBroker`` for acknowledged, redelivered work.
+        client_factory: Makes the worker's ``AsyncWhop`` (with its ``RedisRateLimiter``).
+        task_name: The task's name on the broker.
+
+    Returns:
+        The task, for ``enqueue_notification``.
+    """
+    if not isinstance(broker, AsyncBroker):
+        raise InvalidParamsError("broker", f"must be a taskiq broker, got {type(broker).__name__}")
+    if not callable(client_factory):
+        raise InvalidParamsError("client_factory", "must be a callable returning an AsyncWhop")
+    worker = _Worker(client_factory, broker)
+    broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, worker.start)
+    broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, worker.stop)
+
+    async def send_notification(notification: dict[str, Any]) -> None:
+        await worker.send(notification)
+
+    task: NotificationTask = broker.register_task(
+        send_notification,
+        task_name=task_name,
+        retry_on_error=True,
+        types_of_exceptions=RETRYABLE_ERRORS,
+    )
+    return task
+
+
+async def enqueue_notification(
+    task: NotificationTask,
+    params: NotificationCreateParams | Mapping[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    source_id: str | int | None = None,
+    namespace: str = "",
+) -> str:
+    """Validate a notification, fix its idempotency key, and queue it for the workers.
+
+    The key is fixed here, never when the task runs: ``idempotency_key`` if given, else one
+    derived from ``source_id`` (``derive_idempotency_key(source_id, namespace=namespace)``: the
+    same record always gives the same key, so enqueuing it twice also notifies once), else the
+    key already in ``params``, else a new random one.
+
+    Args:
+        task: What ``register_notification_task`` returned.
+        params: The notification: a ``NotificationCreateParams``, or a dict of ``create()``
+            keywords.
+        idempotency_key: The key to send with.
+        source_id: Your own id of what this notification is about, to derive the key from.
+        namespace: Keeps apart notifications derived from the same ``source_id``.
+
+    Returns:
+        The idempotency key the notification will be sent with.
+
+    Raises:
+        InvalidParamsError: the notification is invalid, or two different keys were given;
+            nothing was queued.
+    """
+    if isinstance(params, Mapping):
+        params = NotificationCreateParams.from_mapping(params)
+    elif not isinstance(params, NotificationCreateParams):
+        raise InvalidParamsError(
+            "params", f"must be a NotificationCreateParams or a dict, got {type(params).__name__}"
+        )
+    if idempotency_key is not None and source_id is not None:
+        raise InvalidParamsError("source_id", "give idempotency_key or source_id, not both")
+    if source_id is not None:
+        idempotency_key = derive_idempotency_key(source_id, namespace=namespace)
+    if idempotency_key is None:
+        idempotency_key = params.idempotency_key or new_idempotency_key()
+    elif params.idempotency_key not in (None, idempotency_key):
+        raise InvalidParamsError(
+            "idempotency_key", "differs from the idempotency_key already in params"
+        )
+    params = attrs.evolve(params, idempotency_key=idempotency_key)
+    message = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in attrs.asdict(params, recurse=False).items()
+        if value is not None
+    }
+    await task.kiq(message)
+    return idempotency_key
