@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import IO, Any, Final
 
 import attrs
@@ -23,28 +21,25 @@ from .. import (
     APIStatusError,
     AsyncWhop,
     BatchAbortedError,
-    BulkStats,
+    BulkOutcome,
     InvalidParamsError,
     NotificationCreateParams,
     WhopError,
     derive_idempotency_key,
-    iter_notifications,
 )
 from ._input import Input
 from ._journal import Journal, JournalError
-from ._progress import make_progress
 from ._rows import FileProblem, Format, ReadError, Row, file_identity, guess_format
 from ._shared import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    BulkSend,
     Interrupt,
     Output,
     UsageError,
-    best_rate,
     make_client,
-    print_summary,
 )
 
 __all__ = ["run_bulk"]
@@ -56,6 +51,8 @@ RESEND_KEY_NAMESPACE: Final = "whop-async resend"
 #: Answers after which a failed row keeps its key: Whop did not answer for good (a timeout, a key
 #: in use, a rate limit, a 5xx), and may yet have queued the notification.
 _KEY_KEPT_STATUSES: Final = frozenset({408, 409, 429, *range(500, 600)})
+#: What reading the input can raise besides ``FileProblem`` lines.
+_READ_ERRORS: Final = (ReadError, OSError, UnicodeDecodeError)
 
 
 def run_bulk(args: argparse.Namespace, output: Output) -> int:
@@ -89,8 +86,8 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
             except JournalError as exc:
                 raise UsageError(str(exc)) from None
         failures = _Failures(args.failures) if args.failures else None
-        run = _Run(args, output, source, journal, failures, total)
-        return asyncio.run(run.main(client))
+        run = _Run(args, output, source, journal, failures)
+        return asyncio.run(run.main(client, total))
     finally:
         if journal is not None:
             journal.close()
@@ -125,19 +122,17 @@ class _Scan:
     problems: int = 0
 
 
-def _scan(
-    source: Input,
-    sent_before: set[str],
-    output: Output,
-    on_invalid: Callable[[Row], None] | None = None,
-) -> _Scan:
-    """Read the whole input once, reporting unreadable lines (and bad rows, if asked)."""
+def _scan(source: Input, sent_before: set[str], output: Output, *, dry_run: bool = False) -> _Scan:
+    """Read the whole input once, reporting the first ``MAX_REPORTED`` unreadable lines.
+
+    A dry run reports every unreadable line and every invalid row.
+    """
     scan = _Scan()
     try:
         for item in source.rows():
             if isinstance(item, FileProblem):
                 scan.problems += 1
-                if on_invalid is not None or scan.problems <= MAX_REPORTED:
+                if dry_run or scan.problems <= MAX_REPORTED:
                     output.note(f"{source.path}: {item}")
                 continue
             scan.rows += 1
@@ -145,9 +140,9 @@ def _scan(
                 scan.skipped += 1
             if item.error is not None:
                 scan.invalid += 1
-                if on_invalid is not None:
-                    on_invalid(item)
-    except (ReadError, OSError, UnicodeDecodeError) as exc:
+                if dry_run:
+                    output.note(f"{source.path}: line {item.line}: {item.error}")
+    except _READ_ERRORS as exc:
         raise UsageError(f"{source.path}: {_read_error(exc)}") from None
     return scan
 
@@ -159,10 +154,7 @@ def _read_error(exc: Exception) -> str:
 
 
 def _dry_run(source: Input, sent_before: set[str], output: Output) -> int:
-    def report(row: Row) -> None:
-        output.note(f"{source.path}: line {row.line}: {row.error}")
-
-    scan = _scan(source, sent_before, output, on_invalid=report)
+    scan = _scan(source, sent_before, output, dry_run=True)
     output.result(
         f"dry run: {scan.rows} rows, {scan.rows - scan.invalid} valid, {scan.invalid} invalid, "
         f"{scan.problems} unreadable line(s), {scan.skipped} already in the journal; "
@@ -206,138 +198,102 @@ class _Failures:
         self._file.close()
 
 
+@attrs.define
 class _Run:
     """One send of the input: the rows in flight, the counts, and how it ended."""
 
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        output: Output,
-        source: Input,
-        journal: Journal | None,
-        failures: _Failures | None,
-        total: int | None,
-    ) -> None:
-        self._args = args
-        self._output = output
-        self._source = source
-        self._journal = journal
-        self._failures = failures
-        self._total = total
-        self._in_flight: dict[int, Row] = {}
-        self.skipped = 0
-        self.reported = 0
-        self.problem: str | None = None
-        self.fatal: WhopError | None = None
+    args: argparse.Namespace
+    output: Output
+    source: Input
+    journal: Journal | None
+    failures: _Failures | None
+    send: BulkSend = attrs.field(init=False)
+    in_flight: dict[int, Row] = attrs.Factory(dict)
+    skipped: int = 0
+    reported: int = 0
+    problem: str | None = None
+    fatal: WhopError | None = None
 
-    async def main(self, client: AsyncWhop) -> int:
-        interrupt = Interrupt(self._output)
-        interrupt.install()
-        stop = interrupt.requested
-        stats = BulkStats()
-        self._progress = progress = make_progress(
-            total=self._total,
-            stream=self._output.stderr,
-            enabled=not self._args.no_progress,
-            expected_rate=best_rate(client.rate_limit, self._args.max_rate),
+    async def main(self, client: AsyncWhop, total: int | None) -> int:
+        self.send = BulkSend(
+            self.args,
+            self.output,
+            Interrupt(self.output),
+            total=total,
+            rate_limit=client.rate_limit,
         )
-        items = self._items(stop)
-        started = time.monotonic()
         try:
-            async with (
-                client,
-                contextlib.aclosing(items),
-                contextlib.aclosing(
-                    iter_notifications(
-                        client,
-                        items,
-                        concurrency=self._args.concurrency,
-                        max_rate=self._args.max_rate,
-                        stats=stats,
-                    )
-                ) as outcomes,
-            ):
-                async for outcome in outcomes:
-                    row = self._in_flight.pop(outcome.index)
-                    if outcome.error is None:
-                        if self._journal is not None:
-                            self._journal.record(row.idempotency_key, row.line)
-                        progress.advance(ok=True)
-                        continue
-                    self._failed(row, outcome.error)
-                    if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
-                        self.fatal = outcome.error
-                        stop.set()
-        except asyncio.CancelledError:
-            if not interrupt.forced:
-                raise
+            await self.send.run(client, self._items(), self._on_outcome)
         finally:
-            progress.close()
-            self._summarize(time.monotonic() - started, stats, client)
-        return self._exit_status(interrupt)
+            notes = []
+            if self.failures is not None and self.failures.count:
+                notes.append(("failures", f"written to {self.failures.path}"))
+            self.send.print_summary(
+                skipped=self.skipped if self.journal is not None else None, notes=notes
+            )
+        return self._exit_status()
 
-    async def _items(self, stop: asyncio.Event) -> AsyncGenerator[NotificationCreateParams, None]:
+    async def _items(self) -> AsyncGenerator[NotificationCreateParams, None]:
+        stop = self.send.interrupt.requested
         index = 0
         try:
-            async for item in self._source.stream(stop):
+            async for item in self.source.stream(stop):
                 if stop.is_set():
                     return
                 if isinstance(item, FileProblem):
-                    self.problem = f"{self._source.path}: {item}"
+                    self.problem = f"{self.source.path}: {item}"
                     return
-                if self._journal is not None and item.idempotency_key in self._journal:
+                if self.journal is not None and item.idempotency_key in self.journal:
                     self.skipped += 1
                 elif item.error is not None:
                     self._failed(item, item.error)
                 else:
                     assert item.params is not None
-                    self._in_flight[index] = item
+                    self.in_flight[index] = item
                     index += 1
                     yield item.params
-        except (ReadError, OSError, UnicodeDecodeError) as exc:
-            self.problem = f"{self._source.path}: {_read_error(exc)}"
+        except _READ_ERRORS as exc:
+            self.problem = f"{self.source.path}: {_read_error(exc)}"
+
+    def _on_outcome(self, outcome: BulkOutcome) -> None:
+        row = self.in_flight.pop(outcome.index)
+        if outcome.error is None:
+            if self.journal is not None:
+                self.journal.record(row.idempotency_key, row.line)
+            self.send.progress.advance(ok=True)
+            return
+        self._failed(row, outcome.error)
+        if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
+            self.fatal = outcome.error
+            self.send.interrupt.requested.set()
 
     def _failed(self, row: Row, error: WhopError) -> None:
-        if self._failures is not None:
-            self._failures.write(row, error)
-        self._progress.advance(ok=False)
+        progress = self.send.progress
+        if self.failures is not None:
+            self.failures.write(row, error)
+        progress.advance(ok=False)
         if isinstance(error, (BatchAbortedError, *FATAL_ERRORS)):  # reported once, at the end
             return
         self.reported += 1
         if self.reported <= MAX_REPORTED:
-            self._progress.log(self._output.redact(f"line {row.line}: {error}"))
+            progress.log(self.output.redact(f"line {row.line}: {error}"))
         elif self.reported == MAX_REPORTED + 1:
-            where = f" (all are in {self._failures.path})" if self._failures else ""
-            self._progress.log(f"... more failures are not shown{where}")
+            where = f" (all are in {self.failures.path})" if self.failures else ""
+            progress.log(f"... more failures are not shown{where}")
 
-    def _summarize(self, elapsed: float, stats: BulkStats, client: AsyncWhop) -> None:
-        notes: list[tuple[str, str]] = []
-        if self._failures is not None and self._failures.count:
-            notes.append(("failures", f"written to {self._failures.path}"))
-        print_summary(
-            self._output,
-            sent=self._progress.sent,
-            failed=self._progress.failed,
-            skipped=self.skipped if self._journal is not None else None,
-            elapsed=elapsed,
-            stats=stats,
-            rate_limit=client.rate_limit,
-            notes=notes,
-        )
-
-    def _exit_status(self, interrupt: Interrupt) -> int:
-        output = self._output
+    def _exit_status(self) -> int:
         if self.problem is not None:
-            output.error(f"{self.problem}; stopped reading there")
+            self.output.error(f"{self.problem}; stopped reading there")
             return EXIT_USAGE
         if self.fatal is not None:
-            output.error(f"{self.fatal}: check the API key and its permissions")
+            self.output.error(f"{self.fatal}: check the API key and its permissions")
             return EXIT_USAGE
-        if interrupt.requested.is_set():
-            if self._journal is not None:
-                resume = f"run the same command again: the journal {self._journal.path} skips them"
+        sent = self.send.progress.sent
+        if self.send.interrupt.requested.is_set():
+            if self.journal is not None:
+                resume = f"run the same command again: the journal {self.journal.path} skips them"
             else:
                 resume = "re-running resends them with the same idempotency keys"
-            output.note(f"Interrupted: {self._progress.sent} sent before stopping; {resume}.")
+            self.output.note(f"Interrupted: {sent} sent before stopping; {resume}.")
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if self._progress.failed else EXIT_OK
+        return EXIT_FAILED if self.send.progress.failed else EXIT_OK

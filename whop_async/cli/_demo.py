@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
-import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Final
 
-from .. import AsyncWhop, Backoff, BulkStats, RateLimit, iter_notifications
+from .. import AsyncWhop, Backoff, BulkOutcome, RateLimit
 from ..testing import RandomFaults, WhopEmulator
-from ._progress import make_progress
 from ._shared import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    BulkSend,
     Interrupt,
     Output,
-    best_rate,
     describe_limit,
-    print_summary,
 )
 
 __all__ = ["run_demo"]
@@ -71,7 +67,6 @@ class _Pacing:
 
 async def _demo(args: argparse.Namespace, output: Output) -> int:
     interrupt = Interrupt(output)
-    interrupt.install()
     limit: RateLimit | None = args.rate_limit
     faults = None
     if args.faults:
@@ -98,47 +93,18 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
             connection_limit=max(args.concurrency, 16),
         )
         pacing = _Pacing(server, limit.per if limit is not None else 1.0)
-        stats = BulkStats()
-        progress = make_progress(
-            total=args.count,
-            stream=output.stderr,
-            enabled=not args.no_progress,
-            expected_rate=best_rate(limit, args.max_rate),
-        )
-        started = time.monotonic()
-        try:
-            async with (
-                client,
-                contextlib.aclosing(
-                    iter_notifications(
-                        client,
-                        _notifications(args.count, interrupt.requested),
-                        concurrency=args.concurrency,
-                        max_rate=args.max_rate,
-                        stats=stats,
-                    )
-                ) as outcomes,
-            ):
-                async for outcome in outcomes:
-                    pacing.update()
-                    progress.advance(ok=outcome.ok)
-                    if not outcome.ok and progress.failed <= MAX_REPORTED:
-                        progress.log(f"notification {outcome.index + 1}: {outcome.error}")
-        except asyncio.CancelledError:
-            if not interrupt.forced:
-                raise
-        finally:
-            progress.close()
-        elapsed = time.monotonic() - started
+        send = BulkSend(args, output, interrupt, total=args.count, rate_limit=limit)
+        progress = send.progress
+
+        def on_outcome(outcome: BulkOutcome) -> None:
+            pacing.update()
+            progress.advance(ok=outcome.ok)
+            if not outcome.ok and progress.failed <= MAX_REPORTED:
+                progress.log(f"notification {outcome.index + 1}: {outcome.error}")
+
+        await send.run(client, _notifications(args.count, interrupt.requested), on_outcome)
         pacing.update()
-        print_summary(
-            output,
-            sent=progress.sent,
-            failed=progress.failed,
-            elapsed=elapsed,
-            stats=stats,
-            rate_limit=limit,
-        )
+        send.print_summary()
         statuses = ", ".join(  # the HTTP statuses, then the faults by name
             f"{status}: {count}"
             for status, count in sorted(server.status_counts.items(), key=lambda s: str(s[0]))
@@ -159,7 +125,7 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
     return EXIT_FAILED if progress.failed else EXIT_OK
 
 
-async def _notifications(count: int, stop: asyncio.Event) -> AsyncIterator[dict[str, Any]]:
+async def _notifications(count: int, stop: asyncio.Event) -> AsyncGenerator[dict[str, Any], None]:
     for number in range(1, count + 1):
         if stop.is_set():
             return

@@ -1,4 +1,5 @@
-"""What every command shares: exit codes, output that never shows the key, the client, Ctrl-C."""
+"""What the commands share: exit codes, output that never shows the key, the client, Ctrl-C, and
+the send loop of ``bulk`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -8,21 +9,27 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Final, TextIO
 
 from .. import (
     DEFAULT_CONNECTION_LIMIT,
     DEFAULT_RATE_LIMIT,
     AsyncWhop,
+    BulkItem,
+    BulkOutcome,
     BulkStats,
     RateLimit,
     WhopError,
+    iter_notifications,
 )
 from .._bulk import DEFAULT_CONCURRENCY
 from .._config import API_KEY_ENV
+from ._progress import make_progress
 
 __all__ = [
+    "BulkSend",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -33,7 +40,6 @@ __all__ = [
     "best_rate",
     "describe_limit",
     "make_client",
-    "print_summary",
 ]
 
 EXIT_OK: Final = 0
@@ -83,20 +89,14 @@ class Output:
             return
         handler = logging.StreamHandler(self.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler.addFilter(_RedactingFilter(self))
+        handler.addFilter(self._redact_record)
         logger = logging.getLogger("whop_async")
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
 
-
-class _RedactingFilter(logging.Filter):
-    def __init__(self, output: Output) -> None:
-        super().__init__()
-        self._output = output
-
-    def filter(self, record: logging.LogRecord) -> bool:
+    def _redact_record(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = self._output.redact(message)
+        redacted = self.redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
@@ -144,17 +144,15 @@ def make_client(
 class Interrupt:
     """Ctrl-C (or SIGTERM) handling for a run: the first asks to stop, the second aborts.
 
-    After the first signal no new request starts and the ones in flight finish, so every row
-    the server confirmed is recorded; the second cancels those too.
+    Made inside the running loop, it takes over SIGINT and SIGTERM there (where the platform
+    allows). After the first signal no new request starts and the ones in flight finish, so every
+    row the server confirmed is recorded; the second cancels those too.
     """
 
     def __init__(self, output: Output) -> None:
         self._output = output
         self.requested = asyncio.Event()
         self.forced = False
-
-    def install(self) -> None:
-        """Take over SIGINT and SIGTERM for the running loop (where the platform allows)."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -187,30 +185,86 @@ def best_rate(rate_limit: RateLimit | None, max_rate: float | None) -> float | N
     return min(rates, default=None)
 
 
-def print_summary(
-    output: Output,
-    *,
-    sent: int,
-    failed: int,
-    elapsed: float,
-    stats: BulkStats,
-    rate_limit: RateLimit | None,
-    skipped: int | None = None,
-    notes: Iterable[tuple[str, str]] = (),
-) -> None:
-    """The closing table of a bulk send, on stdout."""
-    rate = stats.attempts / elapsed if elapsed > 0 else 0.0
-    lines = [("sent", f"{sent}"), ("failed", f"{failed}")]
-    if skipped is not None:
-        lines.append(("skipped", f"{skipped} (already in the journal)"))
-    lines += [
-        ("elapsed", f"{elapsed:.2f} s"),
-        ("rate", f"{rate:.1f} requests/s ({stats.attempts} requests)"),
-        ("rate limit", describe_limit(rate_limit)),
-        ("retries", f"{stats.retries}"),
-        ("429s", f"{stats.rate_limited}"),
-        *notes,
-    ]
-    width = max(len(label) for label, _ in lines)
-    for label, value in lines:
-        output.result(f"{label:<{width}}  {value}")
+class BulkSend:
+    """A send of many notifications as ``bulk`` and ``demo`` run it, through ``iter_notifications``.
+
+    It holds the progress display, the counters and the clock, sends at the pace the flags set
+    (``--concurrency``, ``--max-rate``), and prints the closing table.
+    """
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        output: Output,
+        interrupt: Interrupt,
+        *,
+        total: int | None,
+        rate_limit: RateLimit | None,
+    ) -> None:
+        self.interrupt = interrupt
+        self.progress = make_progress(
+            total=total,
+            stream=output.stderr,
+            enabled=not args.no_progress,
+            expected_rate=best_rate(rate_limit, args.max_rate),
+        )
+        self.stats = BulkStats()
+        self.elapsed = 0.0
+        self._args = args
+        self._output = output
+        self._rate_limit = rate_limit
+
+    async def run(
+        self,
+        client: AsyncWhop,
+        items: AsyncGenerator[BulkItem, None],
+        on_outcome: Callable[[BulkOutcome], None],
+    ) -> None:
+        """Send ``items`` and hand each outcome to ``on_outcome``; close the client and ``items``.
+
+        A second Ctrl-C cancels the requests in flight and ends the send, not the command.
+        """
+        started = time.monotonic()
+        try:
+            async with (
+                client,
+                contextlib.aclosing(items),
+                contextlib.aclosing(
+                    iter_notifications(
+                        client,
+                        items,
+                        concurrency=self._args.concurrency,
+                        max_rate=self._args.max_rate,
+                        stats=self.stats,
+                    )
+                ) as outcomes,
+            ):
+                async for outcome in outcomes:
+                    on_outcome(outcome)
+        except asyncio.CancelledError:
+            if not self.interrupt.forced:
+                raise
+        finally:
+            self.progress.close()
+            self.elapsed = time.monotonic() - started
+
+    def print_summary(
+        self, *, skipped: int | None = None, notes: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """The closing table, on stdout."""
+        stats = self.stats
+        rate = stats.attempts / self.elapsed if self.elapsed > 0 else 0.0
+        lines = [("sent", f"{self.progress.sent}"), ("failed", f"{self.progress.failed}")]
+        if skipped is not None:
+            lines.append(("skipped", f"{skipped} (already in the journal)"))
+        lines += [
+            ("elapsed", f"{self.elapsed:.2f} s"),
+            ("rate", f"{rate:.1f} requests/s ({stats.attempts} requests)"),
+            ("rate limit", describe_limit(self._rate_limit)),
+            ("retries", f"{stats.retries}"),
+            ("429s", f"{stats.rate_limited}"),
+            *notes,
+        ]
+        width = max(len(label) for label, _ in lines)
+        for label, value in lines:
+            self._output.result(f"{label:<{width}}  {value}")
