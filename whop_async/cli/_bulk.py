@@ -28,7 +28,7 @@ from .. import (
     derive_idempotency_key,
 )
 from ._input import Input
-from ._journal import Journal, JournalError
+from ._journal import Journal
 from ._rows import FileProblem, Format, ReadError, Row, file_identity, guess_format
 from ._shared import (
     EXIT_FAILED,
@@ -61,10 +61,7 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
     journal = Journal(args.journal) if args.journal else None
     if journal is not None:
         _check_distinct(source.path, args.journal, "--journal")
-        try:
-            journal.load()
-        except JournalError as exc:
-            raise UsageError(str(exc)) from None
+        journal.load()
     if args.failures:
         _check_distinct(source.path, args.failures, "--failures")
     sent_before = journal.sent if journal is not None else set()
@@ -81,10 +78,7 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
     failures: _Failures | None = None
     try:
         if journal is not None:
-            try:
-                journal.open()
-            except JournalError as exc:
-                raise UsageError(str(exc)) from None
+            journal.open()
         failures = _Failures(args.failures) if args.failures else None
         run = _Run(args, output, source, journal, failures)
         return asyncio.run(run.main(client, total))

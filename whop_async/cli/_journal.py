@@ -11,14 +11,16 @@ import json
 import os
 from typing import IO
 
+from ._shared import UsageError
+
 __all__ = ["Journal", "JournalError"]
 
 #: How every record starts (``record`` writes the key first, ASCII only).
 _RECORD_START = '{"key": '
 
 
-class JournalError(Exception):
-    """The journal cannot be read or written."""
+class JournalError(UsageError):
+    """The journal cannot be read or written (a usage error: nothing is sent)."""
 
 
 class Journal:
