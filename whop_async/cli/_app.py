@@ -86,16 +86,6 @@ def _rate_limit(text: str) -> RateLimit | None:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="log retries (-v) or every attempt (-vv) to stderr; the API key is never shown",
-    )
-
-
 def _add_connection(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection (flags win over the environment)")
     group.add_argument(
@@ -177,7 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--icon-user-id", help="the user whose picture is the icon")
     send.add_argument("--idempotency-key", help="the key to send (default: a new UUID, printed)")
     _add_connection(send)
-    _add_common(send)
 
     bulk = commands.add_parser(
         "bulk",
@@ -209,7 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_pace(bulk, rate_limit=DEFAULT_RATE_LIMIT)
     _add_connection(bulk)
-    _add_common(bulk)
 
     demo = commands.add_parser(
         "demo",
@@ -231,7 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
         "requests (default when given: 0.05) to watch the retries",
     )
     _add_pace(demo, rate_limit=DEMO_RATE_LIMIT)
-    _add_common(demo)
+
+    for command in (send, bulk, demo):
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            help="log retries (-v) or every attempt (-vv) to stderr; the API key is never shown",
+        )
     return parser
 
 
