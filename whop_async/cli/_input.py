@@ -16,7 +16,7 @@ import os
 import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import IO, Final
+from typing import Final
 
 import attrs
 
@@ -46,7 +46,8 @@ class Input:
         if self.path == "-" and fd is None:  # stdin is not a file (embedded use)
             yield from read_rows(sys.stdin, format=self.format, identity=self.identity)
             return
-        with _open_text(self.path if fd is None else fd) as stream:
+        file = self.path if fd is None else os.dup(fd)  # a copy: closing it leaves stdin open
+        with open(file, encoding="utf-8-sig", newline="") as stream:
             yield from read_rows(stream, format=self.format, identity=self.identity)
 
     async def stream(self, stop: asyncio.Event) -> AsyncIterator[Row | FileProblem]:
@@ -81,12 +82,6 @@ class Input:
             return sys.stdin.fileno()
         except (AttributeError, OSError, ValueError):
             return None
-
-
-def _open_text(file: str | int) -> IO[str]:
-    if isinstance(file, int):  # a copy, so that closing it leaves stdin open
-        file = os.dup(file)
-    return open(file, encoding="utf-8-sig", newline="")
 
 
 def _is_pipe(fd: int) -> bool:
