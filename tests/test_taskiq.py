@@ -16,12 +16,14 @@ from redis_fixtures import redis_server, redis_url, require
 require("taskiq_redis")
 
 import redis.asyncio as aioredis  # noqa: E402
+from taskiq import SmartRetryMiddleware  # noqa: E402
 from taskiq.api import run_receiver_task  # noqa: E402
 from taskiq.receiver import Receiver  # noqa: E402
 from taskiq_redis import RedisStreamBroker  # noqa: E402
 
 from whop_async import (  # noqa: E402
     AsyncWhop,
+    Backoff,
     InvalidParamsError,
     NotificationCreateParams,
     RateLimit,
@@ -38,15 +40,21 @@ from whop_async.testing import WhopEmulator  # noqa: E402
 
 __all__ = ["redis_server", "redis_url"]  # fixtures used by name
 
+DEFAULT_BACKOFF = Backoff()
+
 
 def notification(index: int) -> dict[str, Any]:
     return {"account_id": "biz_queue", "title": f"t{index}", "content": "hello"}
 
 
-def client_factory(server: WhopEmulator, redis_url: str) -> Callable[[], AsyncWhop]:
+def client_factory(
+    server: WhopEmulator, redis_url: str, backoff: Backoff = DEFAULT_BACKOFF
+) -> Callable[[], AsyncWhop]:
     def make() -> AsyncWhop:
         limiter = RedisRateLimiter(redis_url, name="taskiq", limit=RateLimit(50, per=1.0))
-        return AsyncWhop(server.api_key, base_url=server.base_url, rate_limit=limiter)
+        return AsyncWhop(
+            server.api_key, base_url=server.base_url, rate_limit=limiter, backoff=backoff
+        )
 
     return make
 
@@ -142,6 +150,26 @@ async def test_a_redelivered_task_is_replayed_by_whop_not_sent_twice(
     assert len(server.notifications) == 4
     assert sorted(server.idempotency_keys()) == sorted(keys)  # type: ignore[type-var]
     assert server.status_counts == {200: 8}
+
+
+async def test_a_send_that_can_succeed_later_is_retried_with_the_same_key(
+    redis_url: str, queue: str
+) -> None:
+    async with WhopEmulator() as server:
+        server.fail_next(3, status=500)  # every attempt of the task's first run
+        broker = stream_broker(redis_url, queue).with_middlewares(
+            SmartRetryMiddleware(default_retry_count=2, default_delay=0)
+        )
+        task = register_notification_task(
+            broker, client_factory=client_factory(server, redis_url, Backoff.instant())
+        )
+        await broker.startup()
+        key = await enqueue_notification(task, notification(0))
+        async with running_worker(broker):
+            await until(lambda: len(server.notifications) == 1)
+
+    assert server.idempotency_keys() == [key]
+    assert server.status_counts == {500: 3, 200: 1}
 
 
 async def until_acknowledged(redis: aioredis.Redis, queue: str) -> None:
