@@ -105,24 +105,31 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
         await send.run(client, _notifications(args.count, interrupt.requested), on_outcome)
         pacing.update()
         send.print_summary()
-        statuses = ", ".join(  # the HTTP statuses, then the faults by name
-            f"{status}: {count}"
-            for status, count in sorted(server.status_counts.items(), key=lambda s: str(s[0]))
-        )
-        busiest = f"{pacing.busiest} requests in {limit.per:g} s" if limit else "-"
-        output.result("emulator received:")
-        for label, value in (
-            ("accepted", f"{len(server.notifications)} notifications"),
-            ("distinct keys", f"{len(set(server.idempotency_keys()))}"),
-            ("peak in flight", f"{server.peak_in_flight}"),
-            ("busiest window", f"{busiest} (limit {describe_limit(limit)})"),
-            ("statuses", statuses or "none"),
-        ):
-            output.result(f"  {label:<15}{value}")
+        _print_received(output, server, pacing.busiest, limit)
     if interrupt.requested.is_set():
         output.note(f"Interrupted after {progress.sent} notifications.")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if progress.failed else EXIT_OK
+
+
+def _print_received(
+    output: Output, server: WhopEmulator, busiest: int, limit: RateLimit | None
+) -> None:
+    """What the emulator received, under the summary."""
+    statuses = ", ".join(  # the HTTP statuses, then the faults by name
+        f"{status}: {count}"
+        for status, count in sorted(server.status_counts.items(), key=lambda s: str(s[0]))
+    )
+    window = f"{busiest} requests in {limit.per:g} s" if limit else "-"
+    output.result("emulator received:")
+    for label, value in (
+        ("accepted", f"{len(server.notifications)} notifications"),
+        ("distinct keys", f"{len(set(server.idempotency_keys()))}"),
+        ("peak in flight", f"{server.peak_in_flight}"),
+        ("busiest window", f"{window} (limit {describe_limit(limit)})"),
+        ("statuses", statuses or "none"),
+    ):
+        output.result(f"  {label:<15}{value}")
 
 
 async def _notifications(count: int, stop: asyncio.Event) -> AsyncGenerator[dict[str, Any], None]:
