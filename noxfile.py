@@ -51,7 +51,7 @@ _put_pyenv_interpreters_on_path()
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package (not the source tree), with coverage."""
-    session.install(".[cli]", *TEST_REQUIREMENTS)
+    session.install(".[cli,redis,taskiq]", *TEST_REQUIREMENTS)
     session.run(
         "pytest",
         "--cov=whop_async",
@@ -72,7 +72,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the public-API typing test."""
-    session.install(".[cli]", "mypy>=1.10", "pytest>=8", "pytest-asyncio>=0.24")
+    session.install(".[cli,redis,taskiq]", "mypy>=1.10", "pytest>=8", "pytest-asyncio>=0.24")
     session.run("mypy", "--strict", "whop_async")
     session.run("mypy", "--strict", "tests/typing")
 
@@ -96,3 +96,10 @@ def soak(session: nox.Session) -> None:
     """A bounded soak: 100,000 notifications through injected faults."""
     session.install(".", "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def scaling(session: nox.Session) -> None:
+    """Many processes, one key: a shared RedisRateLimiter and taskiq workers (~4 minutes)."""
+    session.install(".[redis,taskiq]")
+    session.run("python", "benchmarks/shared_limit.py", *session.posargs)
