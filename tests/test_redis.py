@@ -289,3 +289,30 @@ async def test_it_closes_a_connection_it_made_but_not_a_client_it_was_given(
     made = RedisRateLimiter(redis_url, name="made")
     await made.acquire(OPERATION)
     await made.aclose()  # a leaked connection would fail the test at garbage collection
+
+
+async def test_a_429_redis_cannot_hear_of_is_logged_and_the_call_goes_on(
+    tmp_path: Path, whop_logs: list[logging.LogRecord]
+) -> None:
+    server = start_redis(tmp_path)
+    try:
+        limiter = RedisRateLimiter(f"{server.url}/0", name="gone")
+        permit = await limiter.acquire(OPERATION)
+    finally:
+        server.stop()
+    permit.record(429, retry_after=1.0)
+    await limiter.release(OPERATION, permit)  # no error: the call waits as Whop asked anyway
+    await limiter.aclose()
+
+    warnings = [r.getMessage() for r in whop_logs if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "Could not tell the other processes" in warnings[0]
+    assert f"Redis at {server.url}/0" in warnings[0]
+
+
+def test_a_unix_socket_address_is_shown_without_credentials() -> None:
+    limiter = RedisRateLimiter("unix://:hunter2@/run/redis/redis.sock?db=2", name="socket")
+    assert "redis='unix:///run/redis/redis.sock'" in repr(limiter)
+    assert "hunter2" not in repr(limiter)
+    assert limiter.name == "socket"
+    assert limiter.limit == RateLimit(600, per=60.0)

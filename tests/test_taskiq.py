@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_fixtures import redis_server, redis_url, require
+from redis_fixtures import redis_server, redis_url, require, start_redis
 
 require("taskiq_redis")
 
@@ -257,3 +259,27 @@ def test_register_checks_its_arguments(redis_url: str) -> None:
         register_notification_task(object(), client_factory=AsyncWhop)  # type: ignore[arg-type]
     with pytest.raises(InvalidParamsError, match="client_factory"):
         register_notification_task(stream_broker(redis_url, "q"), client_factory=None)  # type: ignore[arg-type]
+
+
+async def test_a_client_factory_must_make_an_asyncwhop(redis_url: str) -> None:
+    broker = stream_broker(redis_url, "unused")
+    task = register_notification_task(broker, client_factory=object)  # type: ignore[arg-type]
+    with pytest.raises(InvalidParamsError, match="must return an AsyncWhop"):
+        await task.original_func({**notification(0), "idempotency_key": "k"})
+    await broker.shutdown()
+
+
+async def test_a_worker_whose_redis_went_away_warns_and_keeps_sweeping(
+    tmp_path: Path, whop_logs: list[logging.LogRecord]
+) -> None:
+    server = start_redis(tmp_path)
+    broker = stream_broker(f"{server.url}/0", "swept", idle_timeout=100)
+    register_notification_task(broker, client_factory=AsyncWhop)
+    broker.is_worker_process = True
+    await broker.startup()  # the worker's startup starts the sweeper
+    server.stop()
+    await until(lambda: len([r for r in whop_logs if r.levelno == logging.WARNING]) >= 2)
+    await broker.shutdown()
+
+    warnings = {r.getMessage() for r in whop_logs if r.levelno == logging.WARNING}
+    assert all(message.startswith("Could not sweep abandoned") for message in warnings)

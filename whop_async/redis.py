@@ -293,8 +293,11 @@ class RedisRateLimiter(RateLimiter):
             return await self._fallback.acquire(operation)
         state = self._operation(operation)
         requests = self._limit.requests
+        error: Exception | None = None
         async with state.lock:  # one asker per operation in this process; the rest queue here
             while True:
+                if self._fallback is not None and loop.time() < self._fallback_until:
+                    break  # Redis failed while this call queued: do not ask it again yet
                 try:
                     wait_us = int(
                         await self._acquire_script(
@@ -303,7 +306,7 @@ class RedisRateLimiter(RateLimiter):
                         )
                     )
                 except (RedisError, OSError) as exc:
-                    error: Exception = exc
+                    error = exc
                     break
                 if wait_us <= 0:
                     if self._degraded:
@@ -319,7 +322,11 @@ class RedisRateLimiter(RateLimiter):
                 await asyncio.sleep(wait)
         return await self._unavailable(operation, error)
 
-    async def _unavailable(self, operation: str, error: Exception) -> Permit:
+    async def _unavailable(self, operation: str, error: Exception | None) -> Permit:
+        """The permit of an attempt Redis could not give one to: an error, or a local one."""
+        if error is None:  # another call of this process found Redis away a moment ago
+            assert self._fallback is not None
+            return await self._fallback.acquire(operation)
         reason = f"{type(error).__name__}: {shorten(str(error), 200)}"
         if self._fallback is None:
             raise RateLimiterUnavailableError(
