@@ -7,6 +7,7 @@ Every exception the library raises on purpose is a ``WhopError``::
     ├── ClientClosedError           the client was closed, or is used from another event loop
     ├── BulkSendError               a bulk send stopped early; carries every outcome
     ├── BatchAbortedError           stands at the index of an item a bulk send never attempted
+    ├── redis.RateLimiterUnavailableError   the shared limiter's Redis cannot be reached
     └── APIError                    something went wrong talking to Whop
         ├── APIConnectionError      no usable HTTP response (refused, reset, TLS, cut short)
         │   └── APITimeoutError     an attempt ran out of time

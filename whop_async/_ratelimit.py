@@ -36,6 +36,7 @@ __all__ = [
     "RateLimiter",
     "Unlimited",
     "make_limiter",
+    "safe_window",
 ]
 
 #: A 429 pauses the operation at least this long, so that even an instant backoff advances the
@@ -103,6 +104,16 @@ class RateLimit:
 
     def __str__(self) -> str:
         return f"{self.requests}/{self.per:g}s"
+
+
+def safe_window(limit: RateLimit) -> float:
+    """The window a client keeps: ``per`` plus a margin for the trip to the server.
+
+    Requests reach Whop a little later than they start, by varying amounts; a client that
+    spaced them exactly ``per`` apart would now and then be seen over the limit. The margin is
+    0.5 % of ``per``, at least 50 ms and at most 1 s (0.3 s for Whop's minute).
+    """
+    return limit.per + min(max(0.05, limit.per * 0.005), 1.0)
 
 
 DEFAULT_RATE_LIMIT: Final = RateLimit(600, per=60.0)
@@ -253,7 +264,7 @@ class LocalRateLimiter(RateLimiter):
                 "rate_limit", f"must be a RateLimit, got {type(limit).__name__}"
             )
         self._limit = limit
-        self._window = limit.per + min(max(0.05, limit.per * 0.005), 1.0)
+        self._window = safe_window(limit)
         self._buckets: dict[str, _Bucket] = {}
 
     @property

@@ -60,6 +60,7 @@ from ._ratelimit import (
     Permit,
     RateLimit,
     RateLimiter,
+    safe_window,
 )
 
 __all__ = ["KEY_PREFIX", "RateLimiterUnavailableError", "RedisRateLimiter"]
@@ -125,11 +126,6 @@ class RateLimiterUnavailableError(WhopError):
 def _name_for_api_key(api_key: str) -> str:
     digest = hashlib.sha256(f"whop_async rate limit\0{api_key}".encode()).hexdigest()
     return f"key-{digest[:16]}"
-
-
-def _margin(per: float) -> float:
-    """Room for the time a request takes to reach the server (as ``LocalRateLimiter`` keeps)."""
-    return min(max(0.05, per * 0.005), 1.0)
 
 
 def _address(client: Redis) -> str:
@@ -234,7 +230,7 @@ class RedisRateLimiter(RateLimiter):
         self._name = name
         self._on_unavailable = on_unavailable
         self._address = _address(self._redis)
-        self._window_us = round((limit.per + _margin(limit.per)) * 1_000_000)
+        self._window_us = round(safe_window(limit) * 1_000_000)
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._pause_script = self._redis.register_script(_PAUSE)
         self._operations: dict[str, _Operation] = {}
