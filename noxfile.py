@@ -1,4 +1,5 @@
-"""The project's verbs: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``soak``.
+"""The project's verbs: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``soak``,
+``ratelimits``.
 
 Python versions come from the trove classifiers in pyproject.toml. Interpreters installed by
 pyenv are put on PATH, so the matrix finds them without activating anything.
@@ -96,6 +97,13 @@ def soak(session: nox.Session) -> None:
     """A bounded soak: 100,000 notifications through injected faults."""
     session.install(".", "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def ratelimits(session: nox.Session) -> None:
+    """Whop's documented rate limit, emulated: 429s, failures, pace (6 minutes; --quick: 4)."""
+    session.install(".")
+    session.run("python", "benchmarks/rate_limits.py", *session.posargs)
 
 
 @nox.session(python=DEFAULT_PYTHON)
