@@ -118,7 +118,8 @@ class AsyncWhop:
         self._pool = Pool(session=session, connection_limit=connection_limit, ssl=ssl)
         self._owns_pool = True
         self._closed = False
-        self._urls: dict[str, URL] = {}
+        self._routes: dict[tuple[str, str], tuple[URL, str]] = {}
+        """``(method, path)`` -> the URL and the rate limiter's operation key, made once."""
 
     @functools.cached_property
     def notifications(self) -> NotificationsResource:
@@ -227,9 +228,11 @@ class AsyncWhop:
             raise ClientClosedError(
                 "This client has been closed; create a new AsyncWhop to send more requests."
             )
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = self._config.base_url / path.lstrip("/")
+        route = self._routes.get((method, path))
+        if route is None:
+            url = self._config.base_url / path.lstrip("/")
+            route = self._routes[method, path] = (url, f"{method} {path}")
+        url, operation = route
         key = idempotency_key or new_idempotency_key()
         try:
             response = await request(
@@ -238,7 +241,7 @@ class AsyncWhop:
                 self._limiter if limiter is None else limiter,
                 method=method,
                 url=url,
-                operation=f"{method} {path}",
+                operation=operation,
                 body=dump_json(body),
                 idempotency_key=key,
                 max_rate_limit_wait=(
@@ -261,27 +264,6 @@ class AsyncWhop:
         except APIError as exc:
             exc.idempotency_key = key
             raise
-
-    async def _post(
-        self,
-        path: str,
-        *,
-        body: object,
-        cast_to: type[_ModelT],
-        idempotency_key: str | None = None,
-        limiter: RateLimiter | None = None,
-        max_rate_limit_wait: float | None = None,
-    ) -> _ModelT:
-        """``_request("POST", ...)``."""
-        return await self._request(
-            "POST",
-            path,
-            body=body,
-            cast_to=cast_to,
-            idempotency_key=idempotency_key,
-            limiter=limiter,
-            max_rate_limit_wait=max_rate_limit_wait,
-        )
 
     async def close(self) -> None:
         """Close the connection pool (unless it is borrowed). Safe to call more than once.

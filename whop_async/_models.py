@@ -142,8 +142,13 @@ class NotificationCreateParams:
     """Sent as the ``Idempotency-Key`` header, never in the body. Generated when not given."""
 
     def __attrs_post_init__(self) -> None:
-        audiences = [name for name in _AUDIENCE_FIELDS if getattr(self, name) is not None]
-        if len(audiences) != 1:
+        given_count = (
+            (self.account_id is not None)
+            + (self.experience_id is not None)
+            + (self.company_id is not None)
+        )
+        if given_count != 1:
+            audiences = [name for name in _AUDIENCE_FIELDS if getattr(self, name) is not None]
             given = f"got {' and '.join(audiences)}" if audiences else "none was given"
             raise InvalidParamsError(
                 audiences[-1] if audiences else "account_id",

@@ -95,7 +95,8 @@ class NotificationsResource:
         max_rate_limit_wait: float | None = None,
     ) -> NotificationCreateResponse:
         """The one call every way of sending takes (a bulk send passes per-call options)."""
-        return await self._client._post(
+        return await self._client._request(
+            "POST",
             "/notifications",
             body=params,
             cast_to=NotificationCreateResponse,

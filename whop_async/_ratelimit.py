@@ -49,9 +49,6 @@ MIN_RATE_SHARE: Final = 0.05
 MIN_SUCCESSES_TO_LEARN: Final = 5
 #: A lowered rate grows back by this share of the configured rate per ``per`` seconds.
 RECOVERY_PER_WINDOW: Final = 0.05
-#: The pace after a 429 is this share of the rate that got through: a little under the
-#: server's limit, so that the jitter of arrival times does not meet it again.
-LEARNED_RATE_SHARE: Final = 0.97
 
 
 def _check_per(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -343,11 +340,11 @@ class LocalRateLimiter(RateLimiter):
         if permit.started_at >= bucket.epoch and len(successes) >= MIN_SUCCESSES_TO_LEARN:
             # Sent since the last pause ended: what got through in the last window is what the
             # server allows in the time it took plus the wait it asked for.
+            # Not "lower than before": a stray 429 after a long run of successes says the pace
+            # was about right, and must not ratchet it down a step each time.
             allowed = len(successes) / (now - successes[0] + wait)
             rate = self._limit.rate
-            current = self._pace(bucket, now)
-            lowered = min(allowed * LEARNED_RATE_SHARE, current if current is not None else rate)
-            bucket.learned_rate = max(lowered, rate * MIN_RATE_SHARE)
+            bucket.learned_rate = min(max(allowed, rate * MIN_RATE_SHARE), rate)
             bucket.learned_at = now
         bucket.pause_until = max(bucket.pause_until, now + wait)
         bucket.next_at = max(bucket.next_at, bucket.pause_until)
