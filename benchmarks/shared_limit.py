@@ -40,7 +40,7 @@ from typing import Any
 
 from whop_async import AsyncWhop, RateLimit, gather_notifications
 from whop_async.redis import RedisRateLimiter
-from whop_async.testing import WhopEmulator
+from whop_async.testing import WhopEmulator, most_in_any_window
 
 HERE = Path(__file__).resolve().parent
 LIMIT = RateLimit(60, per=6.0)
@@ -62,17 +62,6 @@ Run = dict[str, Any]
 def progress(message: str) -> None:
     """One progress line on stderr, so that stdout holds only the report."""
     print(message, file=sys.stderr, flush=True)
-
-
-def most_in_any_window(times: Sequence[float], per: float) -> int:
-    """The most of ``times`` in any interval of ``per`` seconds."""
-    ordered = sorted(times)
-    most, start = 0, 0
-    for end, moment in enumerate(ordered):
-        while moment - ordered[start] >= per:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 def notification(index: int) -> dict[str, Any]:

@@ -263,7 +263,8 @@ async def test_a_client_that_overestimates_the_limit_learns_it_and_loses_nothing
     assert server.status_counts.get(429, 0) == stats.rate_limited > 0
     assert stats.rate_limited / server.request_count < 0.15  # the first burst's, and few more
     assert stats.retries == 0  # 429s did not use any item's retry budget
-    assert stats.send_rate is not None and 20 < stats.send_rate <= 45
+    assert stats.send_rate is not None
+    assert 20 < stats.send_rate <= 45
 
 
 async def test_a_429_does_not_use_the_items_retry_budget() -> None:

@@ -357,12 +357,6 @@ async def test_bulk_sends_each_rows_audience_under_its_own_name_with_the_api_ver
     assert {request.headers["Api-Version-Date"] for request in server.requests} == {"2026-08-21"}
 
 
-def _busiest(server: WhopEmulator, per: float) -> int:
-    """The most requests the server received in any ``per`` seconds."""
-    times = [request.received_at for request in server.requests]
-    return max(sum(1 for t in times if start <= t < start + per) for start in times)
-
-
 async def test_bulk_keeps_to_the_rate_limit_and_its_eta_comes_from_it(tmp_path: Path) -> None:
     rows = tmp_path / "rows.jsonl"
     _campaign(rows, 12)
@@ -373,7 +367,7 @@ async def test_bulk_keeps_to_the_rate_limit_and_its_eta_comes_from_it(tmp_path: 
     assert ran.status == 0, ran.stderr
     # Before the first request, the time 12 rows take at 5 a second.
     assert ran.stderr.splitlines()[0] == "progress: 0/12 done (0 sent, 0 failed), 0.0/s, ETA 0:02"
-    assert _busiest(server, 1.0) <= 5
+    assert server.busiest_window(1.0) <= 5
     assert server.status_counts == {200: 12}  # no 429: the client kept to the server's limit
     assert "rate limit  5 per 1 s" in ran.stdout
     assert float(summary(ran)["elapsed"]) >= 2.0  # 5 now, 5 a second later, 2 a second later

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whop_async import NotificationCreateParams, NotificationCreateResponse
 import whop_async._converter as converter_module
+from whop_async import NotificationCreateParams, NotificationCreateResponse
 from whop_async._converter import converter, dump_json, load_json, make_converter
 
 

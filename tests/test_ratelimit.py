@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,22 +23,11 @@ from whop_async import (
     Unlimited,
     gather_notifications,
 )
-from whop_async.testing import ScriptedResponse, WhopEmulator
+from whop_async.testing import ScriptedResponse, WhopEmulator, most_in_any_window
 
 MakeClient = Callable[..., AsyncWhop]
 SEND: dict[str, Any] = {"account_id": "biz_1", "title": "Hi", "content": "Hello"}
 OPERATION = "POST /notifications"
-
-
-def most_in_any_window(times: Sequence[float], per: float) -> int:
-    """The most of ``times`` that fall in any half-open interval of ``per`` seconds."""
-    ordered = sorted(times)
-    most, first = 0, 0
-    for last, moment in enumerate(ordered):
-        while ordered[first] <= moment - per:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def arrivals(server: WhopEmulator) -> list[float]:
@@ -118,7 +107,7 @@ async def test_single_calls_never_exceed_the_limit_at_the_server(
         await client.notifications.create(**SEND)
 
     assert len(whop_emulator.notifications) == 10
-    assert most_in_any_window(arrivals(whop_emulator), limit.per) <= limit.requests
+    assert whop_emulator.busiest_window(limit.per) <= limit.requests
     assert loop.time() - started >= 2 * limit.per  # the 9th waits for the second window
 
 
@@ -135,7 +124,7 @@ async def test_a_bulk_send_and_single_calls_share_one_budget(
     )
 
     assert whop_emulator.request_count == 15
-    assert most_in_any_window(arrivals(whop_emulator), limit.per) <= limit.requests
+    assert whop_emulator.busiest_window(limit.per) <= limit.requests
 
 
 async def test_with_options_copies_share_the_limiter(
@@ -151,7 +140,7 @@ async def test_with_options_copies_share_the_limiter(
         *(copy.notifications.create(**SEND) for copy in [client, patient, pinned] * 3)
     )
 
-    assert most_in_any_window(arrivals(whop_emulator), limit.per) <= limit.requests
+    assert whop_emulator.busiest_window(limit.per) <= limit.requests
 
 
 async def test_waiting_for_the_limiter_is_not_part_of_an_attempts_timeout(

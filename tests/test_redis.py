@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +28,12 @@ from whop_async import (  # noqa: E402
     gather_notifications,
 )
 from whop_async.redis import KEY_PREFIX, RateLimiterUnavailableError, RedisRateLimiter  # noqa: E402
-from whop_async.testing import ScriptedResponse, WhopEmulator  # noqa: E402
+from whop_async.testing import ScriptedResponse, WhopEmulator, most_in_any_window  # noqa: E402
 
 __all__ = ["redis_server", "redis_url"]  # fixtures used by name
 
 OPERATION = "POST /notifications"
 SECRET_KEY = "whop_sk_live_0123456789abcdef"
-
-
-def most_in_any_window(times: Sequence[float], per: float) -> int:
-    """The most of ``times`` that fall in any interval of ``per`` seconds."""
-    ordered = sorted(times)
-    most, start = 0, 0
-    for end, moment in enumerate(ordered):
-        while moment - ordered[start] >= per:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 def notification(index: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ fixtures.
 from __future__ import annotations
 
 from ._emulator import DEFAULT_API_KEY, WHOP_RATE_LIMIT, WhopEmulator
+from ._limits import most_in_any_window
 from ._script import (
     Fault,
     RandomFaults,
@@ -26,4 +27,5 @@ __all__ = [
     "ReceivedRequest",
     "ScriptedResponse",
     "WhopEmulator",
+    "most_in_any_window",
 ]

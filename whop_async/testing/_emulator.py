@@ -25,7 +25,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from .._ratelimit import RateLimit
-from ._limits import Limiter, TokenBucket, Window, make_window
+from ._limits import Limiter, TokenBucket, Window, make_window, most_in_any_window
 from ._script import Fault, RandomFaults, ReceivedNotification, ReceivedRequest, ScriptedResponse
 from ._whop_rules import (
     API_VERSION_HEADER,
@@ -226,6 +226,10 @@ class WhopEmulator:
                 handler.transport.close()
                 closed += 1
         return closed
+
+    def busiest_window(self, per: float) -> int:
+        """The most requests received in any ``per`` seconds (of those kept in ``requests``)."""
+        return most_in_any_window((request.received_at for request in self.requests), per)
 
     def idempotency_keys(self) -> list[str | None]:
         """The idempotency key of each accepted notification, in arrival order."""

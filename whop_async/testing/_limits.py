@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from typing import Literal, Protocol, TypeAlias
 
 from .._ratelimit import RateLimit
 
-__all__ = ["FixedWindow", "Limiter", "SlidingWindow", "TokenBucket", "Window", "make_window"]
+__all__ = [
+    "FixedWindow",
+    "Limiter",
+    "SlidingWindow",
+    "TokenBucket",
+    "Window",
+    "make_window",
+    "most_in_any_window",
+]
 
 Window: TypeAlias = Literal["fixed", "sliding"]
 
@@ -76,6 +85,21 @@ class TokenBucket:
             self._tokens -= 1
             return None
         return (1 - self._tokens) / self._rate
+
+
+def most_in_any_window(times: Iterable[float], per: float) -> int:
+    """The most of ``times`` that fall in any interval of ``per`` seconds.
+
+    What a client's pacing looks like from the server: ``most_in_any_window(arrivals, 60.0)``
+    must not exceed the requests Whop allows per minute.
+    """
+    ordered = sorted(times)
+    most, first = 0, 0
+    for last, moment in enumerate(ordered):
+        while ordered[first] <= moment - per:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def make_window(limit: RateLimit, window: Window) -> Limiter:
