@@ -74,9 +74,12 @@ async def running_worker(broker: RedisStreamBroker) -> AsyncIterator[None]:
         yield
     finally:
         receiving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiving
+        # taskiq's receiver can miss a cancellation while the broker's read of the stream is
+        # in flight; closing the broker's connections ends that read.
+        await asyncio.wait([receiving], timeout=2)
         await broker.shutdown()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(receiving, 5)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
