@@ -295,7 +295,7 @@ class LocalRateLimiter(RateLimiter):
         starts = bucket.starts
         if len(starts) == self._limit.requests:
             ready = max(ready, starts[0] + self._window)
-        if bucket.learned_rate is not None and self._pace(bucket, now) is not None:
+        if self._pace(bucket, now) is not None:
             ready = max(ready, bucket.next_at)
         return ready
 

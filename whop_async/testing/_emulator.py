@@ -414,8 +414,7 @@ class WhopEmulator:
         """Whop's 429 when this credential is over its limit for the operation, else ``None``."""
         if self._limiter is None:
             return None
-        token = request.headers.get("Authorization", "").partition(" ")[2]
-        wait = self._limiter.take(f"{token}\0{_OPERATION}", time.monotonic())
+        wait = self._limiter.take(f"{_bearer_token(request)}\0{_OPERATION}", time.monotonic())
         if wait is None:
             return None
         seconds = max(1, math.ceil(wait))
