@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-from collections import deque
 from collections.abc import AsyncGenerator
 from typing import Any, Final
 
@@ -46,25 +45,6 @@ def run_demo(args: argparse.Namespace, output: Output) -> int:
     return asyncio.run(_demo(args, output))
 
 
-class _Pacing:
-    """The most requests the emulator received in any ``per`` seconds (its window's length)."""
-
-    def __init__(self, server: WhopEmulator, per: float) -> None:
-        self._server = server
-        self._per = per
-        self._recent: deque[float] = deque()
-        self.busiest = 0
-
-    def update(self) -> None:
-        """Take the requests received since the last update (and drop them from the server)."""
-        for request in self._server.requests:
-            self._recent.append(request.received_at)
-            while self._recent[0] <= request.received_at - self._per:
-                self._recent.popleft()
-            self.busiest = max(self.busiest, len(self._recent))
-        self._server.requests.clear()
-
-
 async def _demo(args: argparse.Namespace, output: Output) -> int:
     interrupt = Interrupt(output)
     limit: RateLimit | None = args.rate_limit
@@ -92,35 +72,30 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
             timeout=10.0,
             connection_limit=max(args.concurrency, 16),
         )
-        pacing = _Pacing(server, limit.per if limit is not None else 1.0)
         send = BulkSend(args, output, interrupt, total=args.count, rate_limit=limit)
         progress = send.progress
 
         def on_outcome(outcome: BulkOutcome) -> None:
-            pacing.update()
             progress.advance(ok=outcome.ok)
             if not outcome.ok and progress.failed <= MAX_REPORTED:
                 progress.log(f"notification {outcome.index + 1}: {outcome.error}")
 
         await send.run(client, _notifications(args.count, interrupt.requested), on_outcome)
-        pacing.update()
         send.print_summary()
-        _print_received(output, server, pacing.busiest, limit)
+        _print_received(output, server, limit)
     if interrupt.requested.is_set():
         output.note(f"Interrupted after {progress.sent} notifications.")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if progress.failed else EXIT_OK
 
 
-def _print_received(
-    output: Output, server: WhopEmulator, busiest: int, limit: RateLimit | None
-) -> None:
+def _print_received(output: Output, server: WhopEmulator, limit: RateLimit | None) -> None:
     """What the emulator received, under the summary."""
     statuses = ", ".join(  # the HTTP statuses, then the faults by name
         f"{status}: {count}"
         for status, count in sorted(server.status_counts.items(), key=lambda s: str(s[0]))
     )
-    window = f"{busiest} requests in {limit.per:g} s" if limit else "-"
+    window = f"{server.busiest_window(limit.per)} requests in {limit.per:g} s" if limit else "-"
     output.result("emulator received:")
     for label, value in (
         ("accepted", f"{len(server.notifications)} notifications"),
