@@ -32,6 +32,7 @@ __all__ = [
     "FileProblem",
     "Format",
     "ID_COLUMN",
+    "PARAM_NAMES",
     "ReadError",
     "Row",
     "RowParser",
@@ -48,6 +49,7 @@ ID_COLUMN: Final = "id"
 CONTENT_KEY_NAMESPACE: Final = "whop-async bulk row"
 #: Keys a failures file adds to each row; dropped when that file is read back.
 ANNOTATION_KEYS: Final = frozenset({"_line", "_error", "_field"})
+#: The keywords of ``create()``: the columns sent, and the ``send`` flags' names.
 PARAM_NAMES: Final = frozenset(field.name for field in attrs.fields(NotificationCreateParams))
 _KNOWN_COLUMNS: Final = PARAM_NAMES | {ID_COLUMN}
 _AUDIENCE_COLUMNS: Final = ("account_id", "experience_id", "company_id")

@@ -15,6 +15,7 @@ from .. import (
     PermissionDeniedError,
 )
 from .._keys import new_idempotency_key
+from ._rows import PARAM_NAMES
 from ._shared import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, UsageError, make_client
 
 __all__ = ["run_send"]
@@ -22,20 +23,10 @@ __all__ = ["run_send"]
 
 def run_send(args: argparse.Namespace, output: Output) -> int:
     """Validate the flags, send, and say what happened."""
-    key = args.idempotency_key or new_idempotency_key()
+    flags = {name: getattr(args, name) for name in PARAM_NAMES}
+    flags["idempotency_key"] = args.idempotency_key or new_idempotency_key()
     try:
-        params = NotificationCreateParams(
-            title=args.title,
-            content=args.content,
-            account_id=args.account_id,
-            company_id=args.company_id,
-            experience_id=args.experience_id,
-            user_ids=args.user_ids,
-            icon_user_id=args.icon_user_id,
-            subtitle=args.subtitle,
-            rest_path=args.rest_path,
-            idempotency_key=key,
-        )
+        params = NotificationCreateParams(**flags)
     except InvalidParamsError as exc:
         raise UsageError(f"invalid notification: {exc}") from None
     client = make_client(args)
