@@ -362,6 +362,7 @@ def test_a_failures_file_that_cannot_be_written_is_a_usage_error(tmp_path: Path)
         (status_error(409, {}, b""), False),  # the first request may still be under way
         (status_error(429, {}, b""), False),
         (status_error(503, {}, b""), False),  # Whop may have queued it: the key must stay
+        (status_error(503, {"x-should-retry": "false"}, b""), True),  # the client's retry rule
         (APITimeoutError(), False),
         (InvalidParamsError("content", "is required"), False),  # never reached Whop
     ],

@@ -27,6 +27,7 @@ from .. import (
     WhopError,
     derive_idempotency_key,
 )
+from .._retry import should_retry_status
 from ._input import Input
 from ._journal import Journal
 from ._rows import FileProblem, Format, ReadError, Row, file_identity, guess_format
@@ -48,9 +49,6 @@ __all__ = ["run_bulk"]
 MAX_REPORTED: Final = 20
 #: The ``namespace`` of the new key a failures file gives a row that Whop refused.
 RESEND_KEY_NAMESPACE: Final = "whop-async resend"
-#: Answers after which a failed row keeps its key: Whop did not answer for good (a timeout, a key
-#: in use, a rate limit, a 5xx), and may yet have queued the notification.
-_KEY_KEPT_STATUSES: Final = frozenset({408, 409, 429, *range(500, 600)})
 #: What reading the input can raise besides ``FileProblem`` lines.
 _READ_ERRORS: Final = (ReadError, OSError, UnicodeDecodeError)
 
@@ -163,9 +161,9 @@ class _Failures:
     """The ``--failures`` file: each failed row as read, plus where and why it failed.
 
     Each record keeps the row's key, so that sending the file again cannot notify twice, except
-    for a row Whop refused with a 4xx: Whop replays that answer to the key and refuses the key
-    with a corrected body (``idempotency_key_mismatch``), so such a row gets a new key, derived
-    from the old one.
+    for a row Whop refused for good (an answer the client does not retry, such as a 400): Whop
+    replays that answer to the key and refuses the key with a corrected body
+    (``idempotency_key_mismatch``), so such a row gets a new key, derived from the old one.
     """
 
     def __init__(self, path: str) -> None:
@@ -178,7 +176,9 @@ class _Failures:
 
     def write(self, row: Row, error: WhopError) -> None:
         key = row.idempotency_key
-        if isinstance(error, APIStatusError) and error.status_code not in _KEY_KEPT_STATUSES:
+        if isinstance(error, APIStatusError) and not should_retry_status(
+            error.status_code, error.headers
+        ):
             key = derive_idempotency_key(key, namespace=RESEND_KEY_NAMESPACE)
         record: dict[str, Any] = {**row.values, "idempotency_key": key, "_line": row.line}
         record["_error"] = str(error)
