@@ -539,10 +539,8 @@ def test_a_csv_record_with_the_wrong_number_of_fields_is_a_problem_of_its_line()
     ],
 )
 def test_an_unusable_csv_header_is_a_read_error(header: str, expected: str) -> None:
-    with pytest.raises(ReadError, match=expected) as raised:
+    with pytest.raises(ReadError, match=expected):
         _rows(header + "\nbiz_1,T,C,T\n")
-
-    assert raised.value.line == 1
 
 
 def test_jsonl_annotations_from_a_failures_file_are_dropped() -> None:

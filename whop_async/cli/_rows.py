@@ -52,16 +52,13 @@ ANNOTATION_KEYS: Final = frozenset({"_line", "_error", "_field"})
 #: The keywords of ``create()``: the columns sent, and the ``send`` flags' names.
 PARAM_NAMES: Final = frozenset(field.name for field in attrs.fields(NotificationCreateParams))
 _KNOWN_COLUMNS: Final = PARAM_NAMES | {ID_COLUMN}
+_EXPECTED: Final = "some of " + ", ".join(sorted(_KNOWN_COLUMNS))
 _AUDIENCE_COLUMNS: Final = ("account_id", "experience_id", "company_id")
 _USER_ID_SEPARATORS: Final = re.compile(r"[\s;]+")
 
 
 class ReadError(Exception):
     """The file cannot be read as rows at all (no rows, a bad header); nothing can be sent."""
-
-    def __init__(self, message: str, *, line: int | None = None) -> None:
-        super().__init__(message if line is None else f"line {line}: {message}")
-        self.line = line
 
 
 @attrs.frozen
@@ -180,7 +177,8 @@ class RowParser:
         self._pending = []
         if self._columns is None:
             self._columns = [column.strip() for column in record]
-            _check_header(self._columns)
+            if (problem := _header_problem(self._columns)) is not None:
+                raise ReadError(f"line 1: {problem}")
             return None
         return _csv_row(line, self._columns, record, self._identity)
 
@@ -203,19 +201,20 @@ def _csv_row(
     return _make_row(line, values, identity)
 
 
-def _check_header(columns: list[str]) -> None:
+def _header_problem(columns: list[str]) -> str | None:
     seen: set[str] = set()
     for column in columns:
         if column in seen:
-            raise ReadError(f"column {column!r} appears twice in the header", line=1)
+            return f"column {column!r} appears twice in the header"
         seen.add(column)
         if column not in _KNOWN_COLUMNS and column not in ANNOTATION_KEYS:
-            raise ReadError(f"unknown column {column!r}; expected {_expected()}", line=1)
+            return f"unknown column {column!r}; expected {_EXPECTED}"
     for required in ("title", "content"):
         if required not in seen:
-            raise ReadError(f"missing column {required!r}", line=1)
+            return f"missing column {required!r}"
     if seen.isdisjoint(_AUDIENCE_COLUMNS):
-        raise ReadError("missing column 'account_id', 'experience_id' or 'company_id'", line=1)
+        return "missing column 'account_id', 'experience_id' or 'company_id'"
+    return None
 
 
 def _jsonl_item(line: int, text: str, identity: str) -> Row | FileProblem | None:
@@ -229,13 +228,9 @@ def _jsonl_item(line: int, text: str, identity: str) -> Row | FileProblem | None
         return FileProblem(line, f"must be a JSON object, got {type(values).__name__}")
     unknown = sorted(set(values) - _KNOWN_COLUMNS - ANNOTATION_KEYS)
     if unknown:
-        return FileProblem(line, f"unknown key {unknown[0]!r}; expected {_expected()}")
+        return FileProblem(line, f"unknown key {unknown[0]!r}; expected {_EXPECTED}")
     values = {key: value for key, value in values.items() if key not in ANNOTATION_KEYS}
     return _make_row(line, values, identity)
-
-
-def _expected() -> str:
-    return "some of " + ", ".join(sorted(_KNOWN_COLUMNS))
 
 
 def _make_row(line: int, values: dict[str, Any], identity: str) -> Row:
