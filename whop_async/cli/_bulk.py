@@ -237,7 +237,7 @@ class _Run:
                 if isinstance(item, FileProblem):
                     self.problem = f"{self.source.path}: {item}"
                     return
-                if self.journal is not None and item.idempotency_key in self.journal:
+                if self.journal is not None and item.idempotency_key in self.journal.sent:
                     self.skipped += 1
                 elif item.error is not None:
                     self._failed(item, item.error)

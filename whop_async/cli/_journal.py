@@ -42,19 +42,32 @@ class Journal:
         Raises:
             JournalError: the file cannot be read, or holds something else.
         """
-        self._ends_mid_line = False
-        self._cut_line_bytes = 0
         try:
             with open(self.path, encoding="utf-8") as existing:
                 for line_number, line in enumerate(existing, start=1):
                     self._ends_mid_line = not line.endswith("\n")
-                    cut = not self._load(line, line_number, last=self._ends_mid_line)
-                    if cut and (line.startswith(_RECORD_START) or _RECORD_START.startswith(line)):
-                        self._cut_line_bytes = len(line.encode("utf-8"))
+                    if line.strip():
+                        self._load(line, line_number)
         except FileNotFoundError:
             pass
         except (OSError, UnicodeDecodeError) as exc:
             raise JournalError(f"cannot read the journal {self.path}: {exc}") from None
+
+    def _load(self, line: str, line_number: int) -> None:
+        """Record the key of ``line``; a cut last line is ignored, and noted for ``open``."""
+        try:
+            key = json.loads(line)["key"]
+        except (ValueError, TypeError, KeyError):
+            if self._ends_mid_line:
+                if line.startswith(_RECORD_START) or _RECORD_START.startswith(line):
+                    self._cut_line_bytes = len(line.encode("utf-8"))
+                return
+            raise JournalError(
+                f"{self.path}, line {line_number}: not a journal record; is this the right file?"
+            ) from None
+        if not isinstance(key, str):
+            raise JournalError(f"{self.path}, line {line_number}: the key is not a string")
+        self.sent.add(key)
 
     def open(self) -> None:
         """Open the journal for appending (after ``load``).
@@ -70,27 +83,6 @@ class Journal:
             raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
         if self._ends_mid_line and not self._cut_line_bytes:
             self._file.write("\n")
-
-    def _load(self, line: str, line_number: int, *, last: bool) -> bool:
-        """Record the key of ``line``; ``False`` when it is a cut last line, ignored."""
-        if not line.strip():
-            return True
-        try:
-            record = json.loads(line)
-            key = record["key"]
-        except (ValueError, TypeError, KeyError):
-            if last:
-                return False
-            raise JournalError(
-                f"{self.path}, line {line_number}: not a journal record; is this the right file?"
-            ) from None
-        if not isinstance(key, str):
-            raise JournalError(f"{self.path}, line {line_number}: the key is not a string")
-        self.sent.add(key)
-        return True
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.sent
 
     def record(self, key: str, line: int) -> None:
         """Append one confirmed row and flush it to the operating system."""
