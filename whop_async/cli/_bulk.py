@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncGenerator
@@ -56,12 +57,13 @@ _READ_ERRORS: Final = (ReadError, OSError, UnicodeDecodeError)
 def run_bulk(args: argparse.Namespace, output: Output) -> int:
     """Check the file, then send it (or, with ``--dry-run``, only check it)."""
     source = _resolve_input(args)
+    for option, other in (("--journal", args.journal), ("--failures", args.failures)):
+        exists = other and source.path != "-" and os.path.exists(other)
+        if exists and os.path.samefile(source.path, other):
+            raise UsageError(f"{option} must not be the input file itself")
     journal = Journal(args.journal) if args.journal else None
     if journal is not None:
-        _check_distinct(source.path, args.journal, "--journal")
         journal.load()
-    if args.failures:
-        _check_distinct(source.path, args.failures, "--failures")
     sent_before = journal.sent if journal is not None else set()
     if args.dry_run:
         return _dry_run(source, sent_before, output)
@@ -73,18 +75,15 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
             output.error(f"{source.path}: {scan.problems} unreadable line(s); nothing was sent")
             return EXIT_USAGE
         total = scan.rows - scan.skipped
-    failures: _Failures | None = None
-    try:
+    with contextlib.ExitStack() as opened:
         if journal is not None:
             journal.open()
+            opened.callback(journal.close)
         failures = _Failures(args.failures) if args.failures else None
+        if failures is not None:
+            opened.callback(failures.close)
         run = _Run(args, output, source, journal, failures)
         return asyncio.run(run.main(client, total))
-    finally:
-        if journal is not None:
-            journal.close()
-        if failures is not None:
-            failures.close()
 
 
 def _resolve_input(args: argparse.Namespace) -> Input:
@@ -99,11 +98,6 @@ def _resolve_input(args: argparse.Namespace) -> Input:
     if path != "-" and not os.path.isfile(path):
         raise UsageError(f"{path}: no such file")
     return Input(path, fmt, file_identity(path))
-
-
-def _check_distinct(path: str, other: str, option: str) -> None:
-    if path != "-" and os.path.exists(other) and os.path.samefile(path, other):
-        raise UsageError(f"{option} must not be the input file itself")
 
 
 @attrs.define
