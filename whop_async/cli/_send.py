@@ -6,13 +6,12 @@ import argparse
 import asyncio
 
 from .. import (
+    FATAL_ERRORS,
     APIError,
     APIStatusError,
     AsyncWhop,
-    AuthenticationError,
     InvalidParamsError,
     NotificationCreateParams,
-    PermissionDeniedError,
 )
 from .._keys import new_idempotency_key
 from ._rows import PARAM_NAMES
@@ -37,7 +36,7 @@ async def _send(client: AsyncWhop, params: NotificationCreateParams, output: Out
     async with client:
         try:
             response = await client.notifications.send(params)
-        except (AuthenticationError, PermissionDeniedError) as exc:
+        except FATAL_ERRORS as exc:  # no request of this key can succeed
             output.error(f"{exc} (check the API key and its permissions)")
             return EXIT_USAGE
         except APIError as exc:
