@@ -33,7 +33,7 @@ from whop_async.cli import _input as cli_input
 from whop_async.cli import main
 from whop_async.cli._app import DEMO_RATE_LIMIT, build_parser
 from whop_async.cli._input import Input, pipe_lines
-from whop_async.cli._journal import Journal, JournalError
+from whop_async.cli._journal import Journal
 from whop_async.cli._progress import (
     PlainProgress,
     Progress,
@@ -723,20 +723,20 @@ def test_a_file_that_is_not_a_journal_is_refused(
     path = tmp_path / "journal.jsonl"
     path.write_text(content)
 
-    with pytest.raises(JournalError, match=expected):
+    with pytest.raises(UsageError, match=expected):
         Journal(str(path)).load()
 
 
-def test_a_journal_that_cannot_be_read_or_written_is_a_journal_error(tmp_path: Path) -> None:
+def test_a_journal_that_cannot_be_read_or_written_is_a_usage_error(tmp_path: Path) -> None:
     binary = tmp_path / "binary.jsonl"
     binary.write_bytes(b'{"key": "\xff"}\n')
-    with pytest.raises(JournalError, match="cannot read the journal"):
+    with pytest.raises(UsageError, match="cannot read the journal"):
         Journal(str(binary)).load()
 
     directory = Journal(str(tmp_path))
-    with pytest.raises(JournalError, match="cannot read the journal"):
+    with pytest.raises(UsageError, match="cannot read the journal"):
         directory.load()
-    with pytest.raises(JournalError, match="cannot write the journal"):
+    with pytest.raises(UsageError, match="cannot write the journal"):
         directory.open()
 
 

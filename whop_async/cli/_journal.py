@@ -2,7 +2,8 @@
 
 Each record is appended and flushed at once, so a killed process loses at most the rows that were
 in flight; those are resent on the next run with the same idempotency keys, which Whop
-deduplicates. A re-run reads the journal first and skips every key in it.
+deduplicates. A re-run reads the journal first and skips every key in it. A journal that cannot
+be read or written is a usage error: nothing is sent.
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ from typing import IO
 
 from ._shared import UsageError
 
-__all__ = ["Journal", "JournalError"]
+__all__ = ["Journal"]
 
 #: How every record starts (``record`` writes the key first, ASCII only).
 _RECORD_START = '{"key": '
-
-
-class JournalError(UsageError):
-    """The journal cannot be read or written (a usage error: nothing is sent)."""
 
 
 class Journal:
@@ -40,7 +37,7 @@ class Journal:
         removes it.
 
         Raises:
-            JournalError: the file cannot be read, or holds something else.
+            UsageError: the file cannot be read, or holds something else.
         """
         try:
             with open(self.path, encoding="utf-8") as existing:
@@ -51,7 +48,7 @@ class Journal:
         except FileNotFoundError:
             pass
         except (OSError, UnicodeDecodeError) as exc:
-            raise JournalError(f"cannot read the journal {self.path}: {exc}") from None
+            raise UsageError(f"cannot read the journal {self.path}: {exc}") from None
 
     def _load(self, line: str, line_number: int) -> None:
         """Record the key of ``line``; a cut last line is ignored, and noted for ``open``."""
@@ -62,25 +59,25 @@ class Journal:
                 if line.startswith(_RECORD_START) or _RECORD_START.startswith(line):
                     self._cut_line_bytes = len(line.encode("utf-8"))
                 return
-            raise JournalError(
+            raise UsageError(
                 f"{self.path}, line {line_number}: not a journal record; is this the right file?"
             ) from None
         if not isinstance(key, str):
-            raise JournalError(f"{self.path}, line {line_number}: the key is not a string")
+            raise UsageError(f"{self.path}, line {line_number}: the key is not a string")
         self.sent.add(key)
 
     def open(self) -> None:
         """Open the journal for appending (after ``load``).
 
         Raises:
-            JournalError: the file cannot be created or written.
+            UsageError: the file cannot be created or written.
         """
         try:
             if self._cut_line_bytes:  # else the next record would complete it into a bad line
                 os.truncate(self.path, os.path.getsize(self.path) - self._cut_line_bytes)
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
-            raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
+            raise UsageError(f"cannot write the journal {self.path}: {exc}") from None
         if self._ends_mid_line and not self._cut_line_bytes:
             self._file.write("\n")
 
