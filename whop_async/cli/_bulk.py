@@ -38,7 +38,6 @@ from ._shared import (
     EXIT_OK,
     EXIT_USAGE,
     BulkSend,
-    Interrupt,
     Output,
     UsageError,
     make_client,
@@ -203,15 +202,9 @@ class _Run:
     fatal: WhopError | None = None
 
     async def main(self, client: AsyncWhop, total: int | None) -> int:
-        self.send = BulkSend(
-            self.args,
-            self.output,
-            Interrupt(self.output),
-            total=total,
-            rate_limit=client.rate_limit,
-        )
+        self.send = BulkSend(self.args, self.output, client, total=total)
         try:
-            await self.send.run(client, self._items(), self._on_outcome)
+            await self.send.run(self._items(), self._on_outcome)
         finally:
             notes = []
             if self.failures is not None and self.failures.count:

@@ -20,7 +20,6 @@ from ._shared import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     BulkSend,
-    Interrupt,
     Output,
     describe_limit,
 )
@@ -46,7 +45,6 @@ def run_demo(args: argparse.Namespace, output: Output) -> int:
 
 
 async def _demo(args: argparse.Namespace, output: Output) -> int:
-    interrupt = Interrupt(output)
     limit: RateLimit | None = args.rate_limit
     faults = None
     if args.faults:
@@ -72,18 +70,18 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
             timeout=10.0,
             connection_limit=max(args.concurrency, 16),
         )
-        send = BulkSend(args, output, interrupt, total=args.count, rate_limit=limit)
-        progress = send.progress
+        send = BulkSend(args, output, client, total=args.count)
+        progress, stop = send.progress, send.interrupt.requested
 
         def on_outcome(outcome: BulkOutcome) -> None:
             progress.advance(ok=outcome.ok)
             if not outcome.ok and progress.failed <= MAX_REPORTED:
                 progress.log(f"notification {outcome.index + 1}: {outcome.error}")
 
-        await send.run(client, _notifications(args.count, interrupt.requested), on_outcome)
+        await send.run(_notifications(args.count, stop), on_outcome)
         send.print_summary()
         _print_received(output, server, limit)
-    if interrupt.requested.is_set():
+    if stop.is_set():
         output.note(f"Interrupted after {progress.sent} notifications.")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if progress.failed else EXIT_OK

@@ -34,7 +34,6 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "Interrupt",
     "Output",
     "UsageError",
     "best_rate",
@@ -188,42 +187,35 @@ def best_rate(rate_limit: RateLimit | None, max_rate: float | None) -> float | N
 class BulkSend:
     """A send of many notifications as ``bulk`` and ``demo`` run it, through ``iter_notifications``.
 
-    It holds the progress display, the counters and the clock, sends at the pace the flags set
-    (``--concurrency``, ``--max-rate``), and prints the closing table.
+    Made inside the running loop, it takes over Ctrl-C (``interrupt``), holds the progress
+    display, the counters and the clock, sends at the pace the flags set (``--concurrency``,
+    ``--max-rate``), and prints the closing table.
     """
 
     def __init__(
-        self,
-        args: argparse.Namespace,
-        output: Output,
-        interrupt: Interrupt,
-        *,
-        total: int | None,
-        rate_limit: RateLimit | None,
+        self, args: argparse.Namespace, output: Output, client: AsyncWhop, *, total: int | None
     ) -> None:
-        self.interrupt = interrupt
+        self.interrupt = Interrupt(output)
         self.progress = make_progress(
             total=total,
             stream=output.stderr,
             enabled=not args.no_progress,
-            expected_rate=best_rate(rate_limit, args.max_rate),
+            expected_rate=best_rate(client.rate_limit, args.max_rate),
         )
         self.stats = BulkStats()
         self.elapsed = 0.0
         self._args = args
         self._output = output
-        self._rate_limit = rate_limit
+        self._client = client
 
     async def run(
-        self,
-        client: AsyncWhop,
-        items: AsyncGenerator[BulkItem, None],
-        on_outcome: Callable[[BulkOutcome], None],
+        self, items: AsyncGenerator[BulkItem, None], on_outcome: Callable[[BulkOutcome], None]
     ) -> None:
         """Send ``items`` and hand each outcome to ``on_outcome``; close the client and ``items``.
 
         A second Ctrl-C cancels the requests in flight and ends the send, not the command.
         """
+        client = self._client
         started = time.monotonic()
         try:
             async with (
@@ -260,7 +252,7 @@ class BulkSend:
         lines += [
             ("elapsed", f"{self.elapsed:.2f} s"),
             ("rate", f"{rate:.1f} requests/s ({stats.attempts} requests)"),
-            ("rate limit", describe_limit(self._rate_limit)),
+            ("rate limit", describe_limit(self._client.rate_limit)),
             ("retries", f"{stats.retries}"),
             ("429s", f"{stats.rate_limited}"),
             *notes,
