@@ -215,7 +215,7 @@ class _Run:
         return self._exit_status()
 
     async def _items(self) -> AsyncGenerator[NotificationCreateParams, None]:
-        stop = self.send.interrupt.requested
+        stop = self.send.stop
         index = 0
         try:
             async for item in self.source.stream(stop):
@@ -246,7 +246,7 @@ class _Run:
         self._failed(row, outcome.error)
         if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
             self.fatal = outcome.error
-            self.send.interrupt.requested.set()
+            self.send.stop.set()
 
     def _failed(self, row: Row, error: WhopError) -> None:
         progress = self.send.progress
@@ -270,7 +270,7 @@ class _Run:
             self.output.error(f"{self.fatal}: check the API key and its permissions")
             return EXIT_USAGE
         sent = self.send.progress.sent
-        if self.send.interrupt.requested.is_set():
+        if self.send.stop.is_set():
             if self.journal is not None:
                 resume = f"run the same command again: the journal {self.journal.path} skips them"
             else:

@@ -71,17 +71,17 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
             connection_limit=max(args.concurrency, 16),
         )
         send = BulkSend(args, output, client, total=args.count)
-        progress, stop = send.progress, send.interrupt.requested
+        progress = send.progress
 
         def on_outcome(outcome: BulkOutcome) -> None:
             progress.advance(ok=outcome.ok)
             if not outcome.ok and progress.failed <= MAX_REPORTED:
                 progress.log(f"notification {outcome.index + 1}: {outcome.error}")
 
-        await send.run(_notifications(args.count, stop), on_outcome)
+        await send.run(_notifications(args.count, send.stop), on_outcome)
         send.print_summary()
         _print_received(output, server, limit)
-    if stop.is_set():
+    if send.stop.is_set():
         output.note(f"Interrupted after {progress.sent} notifications.")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if progress.failed else EXIT_OK
