@@ -238,8 +238,7 @@ def main(
     stderr: TextIO | None = None,
 ) -> int:
     """Run ``whop-async`` and return its exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     output = Output(
         api_key=api_key_from(args),
         stdout=stdout if stdout is not None else sys.stdout,

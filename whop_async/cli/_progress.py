@@ -11,7 +11,6 @@ import time
 from typing import Any, Final, TextIO
 
 __all__ = [
-    "DEFAULT_INTERVAL",
     "PlainProgress",
     "Progress",
     "RichProgress",

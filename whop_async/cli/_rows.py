@@ -1,12 +1,9 @@
 """Reading the rows of a bulk file (CSV or JSON Lines) a line at a time, with their line numbers.
 
-Each row becomes a ``Row``: the keywords as read, the line it started on, the idempotency key it
-is sent with, and either validated ``NotificationCreateParams`` or the ``InvalidParamsError`` that
-says why not. Problems with the file itself (no rows, an unknown or missing column, a line that is
-not a JSON object) are ``FileProblem``s: the command line treats those as usage errors.
-
 ``RowParser`` is fed one line at a time, so the same parser serves a file read synchronously and
-a pipe read by the event loop (``_input.py``).
+a pipe read by the event loop (``_input.py``). Each row becomes a ``Row``, valid or not; a line
+that is no row at all is a ``FileProblem``, and a file without rows or with an unusable CSV header
+raises ``ReadError``: the command line treats those two as usage errors.
 
 The idempotency key of a row is derived, never random, so that a re-run sends the same key for the
 same row: the row's ``idempotency_key`` when it has one, else ``derive_idempotency_key(id)``
@@ -31,7 +28,6 @@ __all__ = [
     "CONTENT_KEY_NAMESPACE",
     "FileProblem",
     "Format",
-    "ID_COLUMN",
     "PARAM_NAMES",
     "ReadError",
     "Row",
