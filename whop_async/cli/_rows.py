@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, Literal, TypeAlias
 
@@ -50,7 +49,6 @@ PARAM_NAMES: Final = frozenset(field.name for field in attrs.fields(Notification
 _KNOWN_COLUMNS: Final = PARAM_NAMES | {ID_COLUMN}
 _EXPECTED: Final = "some of " + ", ".join(sorted(_KNOWN_COLUMNS))
 _AUDIENCE_COLUMNS: Final = ("account_id", "experience_id", "company_id")
-_USER_ID_SEPARATORS: Final = re.compile(r"[\s;]+")
 
 
 class ReadError(Exception):
@@ -191,7 +189,7 @@ def _csv_row(
         if column in ANNOTATION_KEYS or not cell.strip():
             continue
         if column == "user_ids":
-            values[column] = [user_id for user_id in _USER_ID_SEPARATORS.split(cell) if user_id]
+            values[column] = cell.replace(";", " ").split()
         else:
             values[column] = cell
     return _make_row(line, values, identity)
