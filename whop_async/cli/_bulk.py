@@ -38,6 +38,7 @@ from ._shared import (
     EXIT_OK,
     EXIT_USAGE,
     BulkSend,
+    Interrupt,
     Output,
     UsageError,
     make_client,
@@ -202,7 +203,7 @@ class _Run:
     fatal: WhopError | None = None
 
     async def main(self, client: AsyncWhop, total: int | None) -> int:
-        self.send = BulkSend(self.args, self.output, client, total=total)
+        self.send = BulkSend(self.args, self.output, client, Interrupt(self.output), total=total)
         try:
             await self.send.run(self._items(), self._on_outcome)
         finally:
@@ -215,7 +216,7 @@ class _Run:
         return self._exit_status()
 
     async def _items(self) -> AsyncGenerator[NotificationCreateParams, None]:
-        stop = self.send.stop
+        stop = self.send.interrupt.requested
         index = 0
         try:
             async for item in self.source.stream(stop):
@@ -246,7 +247,7 @@ class _Run:
         self._failed(row, outcome.error)
         if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
             self.fatal = outcome.error
-            self.send.stop.set()
+            self.send.interrupt.requested.set()
 
     def _failed(self, row: Row, error: WhopError) -> None:
         progress = self.send.progress
@@ -270,7 +271,7 @@ class _Run:
             self.output.error(f"{self.fatal}: check the API key and its permissions")
             return EXIT_USAGE
         sent = self.send.progress.sent
-        if self.send.stop.is_set():
+        if self.send.interrupt.requested.is_set():
             if self.journal is not None:
                 resume = f"run the same command again: the journal {self.journal.path} skips them"
             else:

@@ -20,6 +20,7 @@ from ._shared import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     BulkSend,
+    Interrupt,
     Output,
     describe_limit,
 )
@@ -45,6 +46,7 @@ def run_demo(args: argparse.Namespace, output: Output) -> int:
 
 
 async def _demo(args: argparse.Namespace, output: Output) -> int:
+    interrupt = Interrupt(output)  # before the emulator starts: a Ctrl-C stops cleanly from now on
     limit: RateLimit | None = args.rate_limit
     faults = None
     if args.faults:
@@ -70,7 +72,7 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
             timeout=10.0,
             connection_limit=max(args.concurrency, 16),
         )
-        send = BulkSend(args, output, client, total=args.count)
+        send = BulkSend(args, output, client, interrupt, total=args.count)
         progress = send.progress
 
         def on_outcome(outcome: BulkOutcome) -> None:
@@ -78,10 +80,10 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
             if not outcome.ok and progress.failed <= MAX_REPORTED:
                 progress.log(f"notification {outcome.index + 1}: {outcome.error}")
 
-        await send.run(_notifications(args.count, send.stop), on_outcome)
+        await send.run(_notifications(args.count, interrupt.requested), on_outcome)
         send.print_summary()
         _print_received(output, server, limit)
-    if send.stop.is_set():
+    if interrupt.requested.is_set():
         output.note(f"Interrupted after {progress.sent} notifications.")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if progress.failed else EXIT_OK

@@ -1,5 +1,5 @@
-"""What the commands share: exit codes, output that never shows the key, the client, and the send
-loop of ``bulk`` and ``demo`` with its Ctrl-C."""
+"""What the commands share: exit codes, output that never shows the key, the client, Ctrl-C, and
+the send loop of ``bulk`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "Interrupt",
     "Output",
     "UsageError",
     "best_rate",
@@ -140,6 +141,37 @@ def make_client(
         raise UsageError(str(exc)) from None
 
 
+class Interrupt:
+    """Ctrl-C (or SIGTERM) handling for a run: the first asks to stop, the second aborts.
+
+    Made inside the running loop, it takes over SIGINT and SIGTERM there (where the platform
+    allows). After the first signal no new request starts and the ones in flight finish, so every
+    row the server confirmed is recorded; the second cancels those too.
+    """
+
+    def __init__(self, output: Output) -> None:
+        self._output = output
+        self.requested = asyncio.Event()
+        self.forced = False
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: no handlers
+                loop.add_signal_handler(signum, self._on_signal, task)
+
+    def _on_signal(self, task: asyncio.Task[object]) -> None:
+        if not self.requested.is_set():
+            self.requested.set()
+            self._output.note(
+                "\nStopping: no new requests; waiting for the ones in flight "
+                "(press Ctrl-C again to abort them)."
+            )
+        else:
+            self.forced = True
+            task.cancel()
+
+
 def describe_limit(limit: RateLimit | None) -> str:
     """``600 per 60 s``, or ``off``."""
     return "off" if limit is None else f"{limit.requests} per {limit.per:g} s"
@@ -157,16 +189,19 @@ class BulkSend:
     """A send of many notifications as ``bulk`` and ``demo`` run it, through ``iter_notifications``.
 
     It holds the progress display, the counters and the clock, sends at the pace the flags set
-    (``--concurrency``, ``--max-rate``), and prints the closing table. Made inside the running
-    loop, it takes over SIGINT and SIGTERM there (where the platform allows): the first sets
-    ``stop``, so that no new request starts and the ones in flight finish (every row the server
-    confirmed is recorded); the second cancels those too.
+    (``--concurrency``, ``--max-rate``), and prints the closing table.
     """
 
     def __init__(
-        self, args: argparse.Namespace, output: Output, client: AsyncWhop, *, total: int | None
+        self,
+        args: argparse.Namespace,
+        output: Output,
+        client: AsyncWhop,
+        interrupt: Interrupt,
+        *,
+        total: int | None,
     ) -> None:
-        self.stop = asyncio.Event()
+        self.interrupt = interrupt
         self.progress = make_progress(
             total=total,
             stream=output.stderr,
@@ -178,23 +213,6 @@ class BulkSend:
         self._args = args
         self._output = output
         self._client = client
-        self._forced = False
-        task = asyncio.current_task()
-        assert task is not None
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: no handlers
-                asyncio.get_running_loop().add_signal_handler(signum, self._on_signal, task)
-
-    def _on_signal(self, task: asyncio.Task[object]) -> None:
-        if not self.stop.is_set():
-            self.stop.set()
-            self._output.note(
-                "\nStopping: no new requests; waiting for the ones in flight "
-                "(press Ctrl-C again to abort them)."
-            )
-        else:
-            self._forced = True
-            task.cancel()
 
     async def run(
         self, items: AsyncGenerator[BulkItem, None], on_outcome: Callable[[BulkOutcome], None]
@@ -222,7 +240,7 @@ class BulkSend:
                 async for outcome in outcomes:
                     on_outcome(outcome)
         except asyncio.CancelledError:
-            if not self._forced:
+            if not self.interrupt.forced:
                 raise
         finally:
             self.progress.close()
