@@ -35,15 +35,6 @@ def _require_text(field: str, value: object) -> str:
     return value
 
 
-def _check_required_text(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    _require_text(attribute.name, value)
-
-
-def _check_optional_text(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        _require_text(attribute.name, value)
-
-
 def _check_id(field: str, value: object) -> None:
     # bool is an int subclass, but True is never a meaningful ID.
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -54,23 +45,22 @@ def _check_id(field: str, value: object) -> None:
         raise InvalidParamsError(field, "must not be an empty string")
 
 
-def _check_optional_id(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        _check_id(attribute.name, value)
-
-
 def _to_user_ids(value: object) -> tuple[ID, ...] | None:
     """Accept any iterable of IDs but a bare string, which would be read as a list of letters."""
     if value is None:
         return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    # A list or a tuple first: the isinstance check against an ABC is the slow one.
+    if not isinstance(value, (list, tuple)) and (
+        isinstance(value, (str, bytes)) or not isinstance(value, Iterable)
+    ):
         raise InvalidParamsError(
             "user_ids",
             f"must be a list of user IDs, got {_type_name(value)} (wrap one ID in a list)",
         )
     user_ids = tuple(value)
     for position, user_id in enumerate(user_ids):
-        _check_id(f"user_ids[{position}]", user_id)
+        if type(user_id) is not str or not user_id.strip():  # else certainly valid
+            _check_id(f"user_ids[{position}]", user_id)
     return user_ids
 
 
@@ -87,16 +77,13 @@ def check_header_value(field: str, value: str) -> None:
         )
 
 
-def _check_idempotency_key(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    _require_text(attribute.name, value)
+def _check_idempotency_key(value: object) -> None:
+    field = "idempotency_key"
+    _require_text(field, value)
     assert isinstance(value, str)
-    check_header_value(attribute.name, value)
+    check_header_value(field, value)
     if len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidParamsError(
-            attribute.name, f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
-        )
+        raise InvalidParamsError(field, f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
 
 
 @attrs.frozen(kw_only=True)
@@ -109,39 +96,58 @@ class NotificationCreateParams:
     Build these ahead of time (for example from a database query) and hand them to
     ``client.notifications.send(params)`` or ``gather_notifications``. Construction
     validates every field and raises ``InvalidParamsError`` naming the first bad one.
+    (The checks are one method, ``__attrs_post_init__``, rather than a validator per field:
+    a bulk send builds one of these per item, and a call per field, None or not, is a
+    measurable share of its CPU.)
     """
 
-    title: str = attrs.field(validator=_check_required_text)
+    title: str
     """The headline, shown prominently."""
 
-    content: str = attrs.field(validator=_check_required_text)
+    content: str
     """The main body text."""
 
-    account_id: str | None = attrs.field(default=None, validator=_check_optional_text)
+    account_id: str | None = None
     """Send to this company's team members (``biz_...``). Exactly one audience field."""
 
-    experience_id: str | None = attrs.field(default=None, validator=_check_optional_text)
+    experience_id: str | None = None
     """Send to every user with access to this experience (``exp_...``)."""
 
-    company_id: str | None = attrs.field(default=None, validator=_check_optional_text)
+    company_id: str | None = None
     """The older name of ``account_id`` (what Whop answers to without ``Api-Version-Date``)."""
 
     user_ids: tuple[ID, ...] | None = attrs.field(default=None, converter=_to_user_ids)
     """Only these users of the audience receive it, notified as a mention; ``None`` for all."""
 
-    icon_user_id: ID | None = attrs.field(default=None, validator=_check_optional_id)
+    icon_user_id: ID | None = None
     """The user whose profile picture is the icon; default is the company or experience avatar."""
 
-    subtitle: str | None = attrs.field(default=None, validator=_check_optional_text)
+    subtitle: str | None = None
     """A secondary line under the title."""
 
-    rest_path: str | None = attrs.field(default=None, validator=_check_optional_text)
+    rest_path: str | None = None
     """A path appended to the app's deep link, such as ``/settings/billing``."""
 
-    idempotency_key: str | None = attrs.field(default=None, validator=_check_idempotency_key)
+    idempotency_key: str | None = None
     """Sent as the ``Idempotency-Key`` header, never in the body. Generated when not given."""
 
     def __attrs_post_init__(self) -> None:
+        _require_text("title", self.title)
+        _require_text("content", self.content)
+        if self.account_id is not None:
+            _require_text("account_id", self.account_id)
+        if self.experience_id is not None:
+            _require_text("experience_id", self.experience_id)
+        if self.company_id is not None:
+            _require_text("company_id", self.company_id)
+        if self.icon_user_id is not None:
+            _check_id("icon_user_id", self.icon_user_id)
+        if self.subtitle is not None:
+            _require_text("subtitle", self.subtitle)
+        if self.rest_path is not None:
+            _require_text("rest_path", self.rest_path)
+        if self.idempotency_key is not None:
+            _check_idempotency_key(self.idempotency_key)
         given_count = (
             (self.account_id is not None)
             + (self.experience_id is not None)
