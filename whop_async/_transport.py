@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import aiohttp
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ._config import ClientConfig
@@ -49,11 +48,7 @@ class _Truncated(Exception):
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """Read the body, refusing to hold more than ``limit`` bytes of it."""
-    length = response.content_length
-    # Content-Length counts compressed bytes: a small gzip body may inflate past the limit.
-    if length is not None and length <= limit and not response.headers.get("Content-Encoding"):
-        return await response.read()
+    """Read a body of unknown or compressed size, refusing to hold more than ``limit`` bytes."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():
@@ -63,37 +58,6 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
             response.close()
             raise _Truncated(b"".join(chunks)[:limit])
     return b"".join(chunks)
-
-
-async def _exchange(
-    session: aiohttp.ClientSession,
-    config: ClientConfig,
-    method: str,
-    url: URL,
-    headers: Mapping[str, str],
-    body: bytes,
-) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with session.request(
-        method,
-        url,
-        data=body,
-        headers=headers,
-        allow_redirects=False,
-        timeout=config.aiohttp_timeout,
-    ) as response:
-        try:
-            raw = await _read_capped(response, config.max_response_bytes)
-        except _Truncated as exc:
-            partial: bytes = exc.args[0]
-            if 200 <= response.status < 300:
-                raise invalid_response(
-                    response.status,
-                    response.headers,
-                    partial,
-                    f"a body larger than {config.max_response_bytes} bytes, not read in full",
-                ) from None
-            raw = partial
-        return response.status, response.headers, raw
 
 
 def _connection_error(exc: Exception) -> APIConnectionError:
@@ -112,21 +76,45 @@ async def _attempt(
     headers: Mapping[str, str],
     body: bytes,
 ) -> RawResponse | APIConnectionError:
-    """One attempt: the response, whatever its status, or the connection error to retry after."""
+    """One attempt: the response, whatever its status, or the connection error to retry after.
+
+    One coroutine from the connection slot to the last byte: every level of coroutine is paid
+    again each time the attempt waits on the network.
+    """
     session, slots = pool.acquire(loop)
+    limit = config.max_response_bytes
+    if slots is not None:
+        await slots.acquire()
     try:
-        if slots is None:
-            status, response_headers, raw = await _exchange(
-                session, config, method, url, headers, body
-            )
-        else:
-            await slots.acquire()
-            try:
-                status, response_headers, raw = await _exchange(
-                    session, config, method, url, headers, body
-                )
-            finally:
-                slots.release()
+        async with session.request(
+            method,
+            url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=config.aiohttp_timeout,
+        ) as response:
+            length = response.content_length
+            # Content-Length counts compressed bytes: a small gzip body may inflate past it.
+            if (
+                length is not None
+                and length <= limit
+                and not response.headers.get("Content-Encoding")
+            ):
+                raw = await response.read()
+            else:
+                try:
+                    raw = await _read_capped(response, limit)
+                except _Truncated as exc:
+                    raw = exc.args[0]
+                    if 200 <= response.status < 300:
+                        raise invalid_response(
+                            response.status,
+                            response.headers,
+                            raw,
+                            f"a body larger than {limit} bytes, not read in full",
+                        ) from None
+            return RawResponse(response.status, response.headers, raw)
     except aiohttp.ClientSSLError as exc:
         # A certificate that does not verify will not verify on the next attempt either.
         raise APIConnectionError(
@@ -141,7 +129,9 @@ async def _attempt(
         if pool.session is None or pool.session.closed:
             raise ClientClosedError("The client was closed while a request was under way.") from exc
         raise
-    return RawResponse(status, response_headers, raw)
+    finally:
+        if slots is not None:
+            slots.release()
 
 
 async def request(
@@ -175,13 +165,17 @@ async def request(
     retries_done = 0
     rate_limit_waited = 0.0
     while True:
-        async with limiter.attempt(operation) as permit:
+        # acquire/release rather than ``limiter.attempt()``: the same, without a context
+        # manager's two coroutines on every attempt.
+        permit = await limiter.acquire(operation)
+        try:
             started = loop.time()
             result = await _attempt(pool, loop, config, method, url, headers, body)
             if isinstance(result, RawResponse):
                 if 200 <= result.status < 300:
-                    permit.record(result.status)
-                    _log_attempt(method, url, result, retries_done, config, started, loop)
+                    permit.status = result.status
+                    if logger.isEnabledFor(logging.DEBUG):
+                        _log_attempt(method, url, result, retries_done, config, started, loop)
                     return result
                 refused = status_error(result.status, result.headers, result.body)
                 error: APIStatusError | APIConnectionError = refused
@@ -202,7 +196,10 @@ async def request(
                 error, retryable, rate_limited = result, True, False
                 delay = retry_delay(retries_done, None, config.backoff)
                 permit.record(None)
-        _log_attempt(method, url, result, retries_done, config, started, loop)
+        finally:
+            await limiter.release(operation, permit)
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_attempt(method, url, result, retries_done, config, started, loop)
         if rate_limited and retryable and rate_limit_waited + delay <= max_rate_limit_wait:
             # Not this call's fault: wait as asked, without using one of its retries.
             rate_limit_waited += delay
@@ -238,8 +235,6 @@ def _log_attempt(
     started: float,
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    if not logger.isEnabledFor(logging.DEBUG):
-        return
     if isinstance(result, RawResponse):
         outcome: object = result.status
         request_id = result.headers.get("x-request-id")
