@@ -54,6 +54,8 @@ class BatchGate:
         self._paused_until = 0.0
         self._stats = stats
         stats.send_rate = max_rate
+        # Only a limiter that overrides pacing_rate() can move the pace away from max_rate.
+        self._paced = type(limiter).pacing_rate is not RateLimiter.pacing_rate
         self.abort_cause: BaseException | None = None
 
     def abort(self, cause: BaseException) -> None:
@@ -73,44 +75,34 @@ class BatchGate:
         """A limiter for one item's attempts: the client's, with the batch's additions."""
         return _ItemGate(self)
 
-    def _check_not_aborted(self) -> None:
-        if self.abort_cause is not None:
-            raise self.aborted_error()
+    async def _space_out(self) -> None:
+        """Wait for this attempt's slot under ``max_rate``."""
+        assert self._max_rate is not None
+        now = self._loop.time()
+        slot = max(now, self._next_send_at)
+        self._next_send_at = slot + 1.0 / self._max_rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
-    async def _acquire(self, operation: str, retry: bool) -> Permit:
-        self._check_not_aborted()
-        if self._max_rate is not None:
-            now = self._loop.time()
-            slot = max(now, self._next_send_at)
-            self._next_send_at = slot + 1.0 / self._max_rate
-            if slot > now:
-                await asyncio.sleep(slot - now)
-        permit = await self._limiter.acquire(operation)
-        try:
-            self._check_not_aborted()  # a fatal failure while this attempt waited
-        except BatchAbortedError:
-            await self._limiter.release(operation, permit)
-            raise
-        self._stats.attempts += 1
-        if retry:
-            self._stats.retries += 1
-        return permit
-
-    async def _release(self, operation: str, permit: Permit) -> None:
+    def _count_429(self, permit: Permit) -> None:
         stats = self._stats
-        if permit.status == 429:
-            stats.rate_limited += 1
-            now = self._loop.time()
-            resume_at = now + (permit.retry_after or 0.0)
-            stats.rate_limit_wait += max(0.0, resume_at - max(now, self._paused_until))
-            self._paused_until = max(self._paused_until, resume_at)
-        await self._limiter.release(operation, permit)
+        stats.rate_limited += 1
+        now = self._loop.time()
+        resume_at = now + (permit.retry_after or 0.0)
+        stats.rate_limit_wait += max(0.0, resume_at - max(now, self._paused_until))
+        self._paused_until = max(self._paused_until, resume_at)
+
+    def _update_send_rate(self, operation: str) -> None:
         paces = [rate for rate in (self._limiter.pacing_rate(operation), self._max_rate) if rate]
-        stats.send_rate = min(paces) if paces else None
+        self._stats.send_rate = min(paces) if paces else None
 
 
 class _ItemGate(RateLimiter):
-    """The limiter of one item: counts its retries, then defers to the batch."""
+    """The limiter of one item: the batch's cap, counters and abort around the client's limiter.
+
+    Each attempt passes through here, so the common case (no cap, no abort, a success) is one
+    coroutine and a few attribute reads; the rarer parts are methods of the batch.
+    """
 
     def __init__(self, batch: BatchGate) -> None:
         self._batch = batch
@@ -122,12 +114,27 @@ class _ItemGate(RateLimiter):
         return self._batch._limiter.limit
 
     async def acquire(self, operation: str) -> Permit:
-        permit = await self._batch._acquire(
-            operation, retry=self._attempted and not self._follows_429
-        )
+        batch = self._batch
+        if batch.abort_cause is not None:
+            raise batch.aborted_error()
+        if batch._max_rate is not None:
+            await batch._space_out()
+        permit = await batch._limiter.acquire(operation)
+        if self._batch.abort_cause is not None:  # a fatal failure while this attempt waited
+            await batch._limiter.release(operation, permit)
+            raise batch.aborted_error()
+        stats = batch._stats
+        stats.attempts += 1
+        if self._attempted and not self._follows_429:
+            stats.retries += 1
         self._attempted = True
         return permit
 
     async def release(self, operation: str, permit: Permit) -> None:
+        batch = self._batch
         self._follows_429 = permit.status == 429
-        await self._batch._release(operation, permit)
+        if self._follows_429:
+            batch._count_429(permit)
+        await batch._limiter.release(operation, permit)
+        if batch._paced:
+            batch._update_send_rate(operation)
