@@ -129,18 +129,24 @@ class _Source:
             )
         self._next_index = 0
         self.exhausted = False
+        self.is_sync = self._sync is not None
+        """True when ``pull_sync()`` may be used: the input is a plain iterable."""
+
+    def pull_sync(self) -> tuple[int, Any] | None:
+        """``pull()`` for a plain iterable, without a coroutine per item."""
+        assert self._sync is not None
+        return self._numbered(_END if self.exhausted else next(self._sync, _END))
 
     async def pull(self) -> tuple[int, Any] | None:
         """The next item with its index, or ``None`` once the input is exhausted."""
-        if self.exhausted:
-            return None
         if self._sync is not None:
-            item = next(self._sync, _END)
-        else:
-            assert self._async is not None
-            assert self._lock is not None
-            async with self._lock:  # an async generator must not be advanced concurrently
-                item = await anext(self._async, _END) if not self.exhausted else _END
+            return self.pull_sync()
+        assert self._async is not None
+        assert self._lock is not None
+        async with self._lock:  # an async generator must not be advanced concurrently
+            return self._numbered(await anext(self._async, _END) if not self.exhausted else _END)
+
+    def _numbered(self, item: object) -> tuple[int, Any] | None:
         if item is _END:
             self.exhausted = True
             return None
@@ -166,7 +172,7 @@ class _Batch:
         max_rate: float | None,
         max_rate_limit_wait: float,
         stats: BulkStats | None,
-        deliver: Callable[[BulkOutcome], Awaitable[None]],
+        deliver: Callable[[BulkOutcome], Awaitable[None] | None],
     ) -> None:
         _check_options(concurrency, max_rate, max_rate_limit_wait)
         self._client = client
@@ -195,27 +201,30 @@ class _Batch:
             await self._mark_rest_aborted()
 
     async def _work(self) -> None:
+        # Once per item, so kept flat: a sync input is pulled without a coroutine, and the
+        # send is inline rather than one more coroutine.
+        source = self._source
+        send = self._client.notifications._send
         while not self._stopped:
-            pulled = await self._source.pull()
+            pulled = source.pull_sync() if source.is_sync else await source.pull()
             if pulled is None:
                 return
             index, item = pulled
-            await self._finish(await self._send(index, item))
-
-    async def _send(self, index: int, item: object) -> BulkOutcome:
-        key: str | None = None
-        try:
-            params = _to_params(item)
-            key = params.idempotency_key or new_idempotency_key()
-            response = await self._client.notifications._send(
-                params,
-                key,
-                limiter=self._gate.for_item(),
-                max_rate_limit_wait=self._max_rate_limit_wait,
-            )
-        except WhopError as exc:
-            return BulkOutcome(index, key, None, exc)
-        return BulkOutcome(index, key, response, None)
+            key: str | None = None
+            try:
+                params = _to_params(item)
+                key = params.idempotency_key or new_idempotency_key()
+                response = await send(
+                    params,
+                    key,
+                    limiter=self._gate.for_item(),
+                    max_rate_limit_wait=self._max_rate_limit_wait,
+                )
+            except WhopError as exc:
+                outcome = BulkOutcome(index, key, None, exc)
+            else:
+                outcome = BulkOutcome(index, key, response, None)
+            await self._finish(outcome)
 
     async def _finish(self, outcome: BulkOutcome) -> None:
         error = outcome.error
@@ -235,7 +244,9 @@ class _Batch:
             returned = self._on_result(outcome)
             if inspect.isawaitable(returned):
                 await returned
-        await self._deliver(outcome)
+        delivered = self._deliver(outcome)
+        if delivered is not None:
+            await delivered
 
     def _stop(self, cause: WhopError) -> None:
         self._stopped = True
@@ -325,7 +336,7 @@ async def gather_notifications(
     """
     results: list[NotificationCreateResponse | WhopError | None] = []
 
-    async def deliver(outcome: BulkOutcome) -> None:
+    def deliver(outcome: BulkOutcome) -> None:
         missing = outcome.index + 1 - len(results)
         if missing > 0:
             results.extend([None] * missing)

@@ -159,7 +159,7 @@ class AsyncWhop:
     @property
     def is_closed(self) -> bool:
         """True once ``close()`` was called on this client or the client it was derived from."""
-        return self._closed or self._pool.state == "closed"
+        return self._closed or self._pool.closed
 
     @property
     def session(self) -> aiohttp.ClientSession | None:

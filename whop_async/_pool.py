@@ -52,6 +52,11 @@ class Pool:
         return self._state.value
 
     @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._state is _State.CLOSED
+
+    @property
     def session(self) -> aiohttp.ClientSession | None:
         """The session, once opened (or borrowed)."""
         return self._session
