@@ -123,6 +123,7 @@ def test_bodies_are_made_by_the_converter_we_ship(monkeypatch: pytest.MonkeyPatc
         NotificationCreateParams, lambda params: {"title": params.title.upper()}
     )
     monkeypatch.setattr(converter_module, "converter", shouting)
+    monkeypatch.setattr(converter_module, "_unstructure_hooks", {})  # its hooks, looked up anew
 
     body = dump_json(NotificationCreateParams(company_id="b", title="hi", content="x"))
 

@@ -94,13 +94,22 @@ def make_converter() -> cattrs.Converter:
 
 converter = make_converter()
 
-# Compact UTF-8 JSON through the public encoder API, built once rather than per call.
-_encode: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Compact UTF-8 JSON through the public encoder API, built once rather than per call. What it
+# encodes is unstructured from frozen models, which cannot hold a cycle: no circular check.
+_encode: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False
+).encode
+#: Each model class's unstructure hook, looked up once rather than dispatched per body.
+_unstructure_hooks: dict[type, Callable[[Any], Any]] = {}
 
 
 def dump_json(model: object) -> bytes:
     """Serialize a request model into the compact UTF-8 JSON body of a request."""
-    return _encode(converter.unstructure(model)).encode()
+    cls = type(model)
+    unstructure = _unstructure_hooks.get(cls)
+    if unstructure is None:
+        unstructure = _unstructure_hooks[cls] = converter.get_unstructure_hook(cls)
+    return _encode(unstructure(model)).encode()
 
 
 #: Bodies up to this size are remembered with the model made of them (models are frozen, so one
