@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import ssl as ssl_module
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -29,7 +30,6 @@ from ._config import (
 )
 from ._converter import dump_json, load_json
 from ._exceptions import (
-    APIError,
     ClientClosedError,
     InvalidParamsError,
     decode_body,
@@ -39,7 +39,7 @@ from ._keys import new_idempotency_key
 from ._notifications import NotificationsResource
 from ._pool import Pool
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter, make_limiter
-from ._transport import request
+from ._transport import RawResponse, request
 
 __all__ = ["AsyncWhop"]
 
@@ -205,7 +205,7 @@ class AsyncWhop:
         derived._closed = self._closed
         return derived
 
-    async def _request(
+    def _request(
         self,
         method: str,
         path: str,
@@ -215,16 +215,18 @@ class AsyncWhop:
         idempotency_key: str | None = None,
         limiter: RateLimiter | None = None,
         max_rate_limit_wait: float | None = None,
-    ) -> _ModelT:
+    ) -> Coroutine[Any, Any, _ModelT]:
         """The one request path: every resource method is a few lines over this.
 
-        Serializes ``body`` with the converter, sends it through the rate limiter and the retry
-        loop with one idempotency key (``idempotency_key``, else a new one), and structures the
-        2xx response into ``cast_to``. Every ``APIError`` raised carries the key. Per call,
-        ``limiter`` stands in for the client's own (a bulk send passes one that wraps it) and
-        ``max_rate_limit_wait`` for the client's setting.
+        Serializes ``body`` with the converter and returns the coroutine that sends it through
+        the rate limiter and the retry loop with one idempotency key (``idempotency_key``, else
+        a new one), and structures the 2xx response into ``cast_to``. Every ``APIError`` raised
+        carries the key. Per call, ``limiter`` stands in for the client's own (a bulk send passes
+        one that wraps it) and ``max_rate_limit_wait`` for the client's setting. Not itself a
+        coroutine: a bulk send pays for every level of coroutine on every request. Bad input and
+        a closed client raise here, before anything is sent.
         """
-        if self.is_closed:
+        if self._closed or self._pool.closed:  # is_closed, without a property call per request
             raise ClientClosedError(
                 "This client has been closed; create a new AsyncWhop to send more requests."
             )
@@ -233,37 +235,22 @@ class AsyncWhop:
             url = self._config.base_url / path.lstrip("/")
             route = self._routes[method, path] = (url, f"{method} {path}")
         url, operation = route
-        key = idempotency_key or new_idempotency_key()
-        try:
-            response = await request(
-                self._config,
-                self._pool,
-                self._limiter if limiter is None else limiter,
-                method=method,
-                url=url,
-                operation=operation,
-                body=dump_json(body),
-                idempotency_key=key,
-                max_rate_limit_wait=(
-                    self._config.max_rate_limit_wait
-                    if max_rate_limit_wait is None
-                    else max_rate_limit_wait
-                ),
-            )
-            try:
-                return load_json(response.body, cast_to)
-            except ValueError as exc:
-                parsed, _ = decode_body(response.body)
-                raise invalid_response(
-                    response.status,
-                    response.headers,
-                    response.body,
-                    str(exc),
-                    body=parsed if isinstance(parsed, (dict, list)) else None,
-                ) from None
-        except APIError as exc:
-            exc.idempotency_key = key
-            raise
+        return request(
+            self._config,
+            self._pool,
+            self._limiter if limiter is None else limiter,
+            method=method,
+            url=url,
+            operation=operation,
+            body=dump_json(body),
+            idempotency_key=idempotency_key or new_idempotency_key(),
+            max_rate_limit_wait=(
+                self._config.max_rate_limit_wait
+                if max_rate_limit_wait is None
+                else max_rate_limit_wait
+            ),
+            parse=functools.partial(_parse, cast_to),
+        )
 
     async def close(self) -> None:
         """Close the connection pool (unless it is borrowed). Safe to call more than once.
@@ -294,3 +281,18 @@ class AsyncWhop:
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else self._pool.state
         return f"<{type(self).__name__} base_url={str(self._config.base_url)!r} state={state}>"
+
+
+def _parse(cast_to: type[_ModelT], response: RawResponse) -> _ModelT:
+    """Structure a 2xx response into ``cast_to``, or say why it is not one."""
+    try:
+        return load_json(response.body, cast_to)
+    except ValueError as exc:
+        parsed, _ = decode_body(response.body)
+        raise invalid_response(
+            response.status,
+            response.headers,
+            response.body,
+            str(exc),
+            body=parsed if isinstance(parsed, (dict, list)) else None,
+        ) from None

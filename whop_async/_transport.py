@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -19,6 +19,7 @@ from yarl import URL
 from ._config import ClientConfig
 from ._exceptions import (
     APIConnectionError,
+    APIError,
     APIStatusError,
     APITimeoutError,
     ClientClosedError,
@@ -31,6 +32,8 @@ from ._ratelimit import MIN_RATE_LIMIT_PAUSE, RateLimiter
 from ._retry import retry_delay, should_retry_status
 
 __all__ = ["RawResponse", "request"]
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("whop_async")
 
@@ -145,79 +148,89 @@ async def request(
     body: bytes,
     idempotency_key: str,
     max_rate_limit_wait: float,
-) -> RawResponse:
-    """Send one request and return its 2xx response, retrying by Whop's rules.
+    parse: Callable[[RawResponse], _T],
+) -> _T:
+    """Send one request, retrying by Whop's rules, and return ``parse`` of its 2xx response.
 
     Every attempt passes through ``limiter`` (waiting there is not part of its timeout) and
     carries the same ``Idempotency-Key``, so a retry after a lost response cannot create a second
     notification. A 429 waits as long as Whop asked (capped) and does not use a retry while the
-    call's 429 waits stay within ``max_rate_limit_wait`` seconds.
+    call's 429 waits stay within ``max_rate_limit_wait`` seconds. Every ``APIError`` raised,
+    ``parse``'s included, carries the key as ``idempotency_key``. (Parsing happens here, not
+    in the caller, so that a request is one coroutine fewer.)
 
     Raises:
         APIStatusError: a non-2xx response that is not retried, or still failing after retries.
         APIConnectionError: no response (``APITimeoutError`` when an attempt timed out).
-        APIResponseValidationError: a 2xx body larger than ``config.max_response_bytes``.
+        APIResponseValidationError: a 2xx body larger than ``config.max_response_bytes``, or
+            one that ``parse`` refused.
         ClientClosedError: the client was closed, or is used from another event loop.
     """
     headers = {**config.headers, "Idempotency-Key": idempotency_key}
-    # Once per call: on Python 3.11 and older every get_running_loop() is a getpid() system call.
-    loop = asyncio.get_running_loop()
-    retries_done = 0
-    rate_limit_waited = 0.0
-    while True:
-        # acquire/release rather than ``limiter.attempt()``: the same, without a context
-        # manager's two coroutines on every attempt.
-        permit = await limiter.acquire(operation)
-        try:
-            started = loop.time()
-            result = await _attempt(pool, loop, config, method, url, headers, body)
-            if isinstance(result, RawResponse):
-                if 200 <= result.status < 300:
-                    permit.status = result.status
-                    if logger.isEnabledFor(logging.DEBUG):
-                        _log_attempt(method, url, result, retries_done, config, started, loop)
-                    return result
-                refused = status_error(result.status, result.headers, result.body)
-                error: APIStatusError | APIConnectionError = refused
-                retryable = should_retry_status(result.status, result.headers)
-                rate_limited = result.status == 429
-                delay = retry_delay(
-                    retries_done,
-                    result.headers,
-                    config.backoff,
-                    message=refused.message if rate_limited else None,
-                )
-                if rate_limited:
-                    delay = max(delay, MIN_RATE_LIMIT_PAUSE)
-                    permit.record(429, retry_after=delay)
+    try:
+        # Once per call: on Python 3.11 and older every get_running_loop() is a getpid() call.
+        loop = asyncio.get_running_loop()
+        retries_done = 0
+        rate_limit_waited = 0.0
+        while True:
+            # acquire/release rather than ``limiter.attempt()``: the same, without a context
+            # manager's two coroutines on every attempt.
+            permit = await limiter.acquire(operation)
+            try:
+                started = loop.time()
+                result = await _attempt(pool, loop, config, method, url, headers, body)
+                if isinstance(result, RawResponse):
+                    if 200 <= result.status < 300:
+                        permit.status = result.status
+                        if logger.isEnabledFor(logging.DEBUG):
+                            _log_attempt(method, url, result, retries_done, config, started, loop)
+                        return parse(result)
+                    refused = status_error(result.status, result.headers, result.body)
+                    error: APIStatusError | APIConnectionError = refused
+                    retryable = should_retry_status(result.status, result.headers)
+                    rate_limited = result.status == 429
+                    delay = retry_delay(
+                        retries_done,
+                        result.headers,
+                        config.backoff,
+                        message=refused.message if rate_limited else None,
+                    )
+                    if rate_limited:
+                        delay = max(delay, MIN_RATE_LIMIT_PAUSE)
+                        permit.record(429, retry_after=delay)
+                    else:
+                        permit.record(result.status)
                 else:
-                    permit.record(result.status)
+                    error, retryable, rate_limited = result, True, False
+                    delay = retry_delay(retries_done, None, config.backoff)
+                    permit.record(None)
+            finally:
+                await limiter.release(operation, permit)
+            if logger.isEnabledFor(logging.DEBUG):
+                _log_attempt(method, url, result, retries_done, config, started, loop)
+            if rate_limited and retryable and rate_limit_waited + delay <= max_rate_limit_wait:
+                # Not this call's fault: wait as asked, without using one of its retries.
+                rate_limit_waited += delay
+                logger.info(
+                    "Rate limited on %s %s: waiting %.3f s as Whop asked", method, url, delay
+                )
+            elif not retryable or retries_done >= config.max_retries:
+                raise error
             else:
-                error, retryable, rate_limited = result, True, False
-                delay = retry_delay(retries_done, None, config.backoff)
-                permit.record(None)
-        finally:
-            await limiter.release(operation, permit)
-        if logger.isEnabledFor(logging.DEBUG):
-            _log_attempt(method, url, result, retries_done, config, started, loop)
-        if rate_limited and retryable and rate_limit_waited + delay <= max_rate_limit_wait:
-            # Not this call's fault: wait as asked, without using one of its retries.
-            rate_limit_waited += delay
-            logger.info("Rate limited on %s %s: waiting %.3f s as Whop asked", method, url, delay)
-        elif not retryable or retries_done >= config.max_retries:
-            raise error
-        else:
-            retries_done += 1
-            logger.info(
-                "Retrying %s %s in %.3f s (retry %d of %d) after %s",
-                method,
-                url,
-                delay,
-                retries_done,
-                config.max_retries,
-                _reason(error),
-            )
-        await asyncio.sleep(delay)
+                retries_done += 1
+                logger.info(
+                    "Retrying %s %s in %.3f s (retry %d of %d) after %s",
+                    method,
+                    url,
+                    delay,
+                    retries_done,
+                    config.max_retries,
+                    _reason(error),
+                )
+            await asyncio.sleep(delay)
+    except APIError as exc:
+        exc.idempotency_key = idempotency_key
+        raise
 
 
 def _reason(error: APIStatusError | APIConnectionError) -> str:
