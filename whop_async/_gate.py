@@ -16,7 +16,7 @@ import asyncio
 import attrs
 
 from ._exceptions import BatchAbortedError
-from ._ratelimit import Permit, RateLimit, RateLimiter
+from ._ratelimit import Permit, RateLimit, RateLimiter, Unlimited
 
 __all__ = ["BatchGate", "BulkStats"]
 
@@ -56,6 +56,9 @@ class BatchGate:
         stats.send_rate = max_rate
         # Only a limiter that overrides pacing_rate() can move the pace away from max_rate.
         self._paced = type(limiter).pacing_rate is not RateLimiter.pacing_rate
+        # The limiter to wait on, if any: Unlimited's acquire and release do nothing, and
+        # skipping them saves two coroutines an attempt.
+        self._inner = None if type(limiter) is Unlimited else limiter
         self.abort_cause: BaseException | None = None
 
     def abort(self, cause: BaseException) -> None:
@@ -119,9 +122,11 @@ class _ItemGate(RateLimiter):
             raise batch.aborted_error()
         if batch._max_rate is not None:
             await batch._space_out()
-        permit = await batch._limiter.acquire(operation)
+        inner = batch._inner
+        permit = Permit() if inner is None else await inner.acquire(operation)
         if self._batch.abort_cause is not None:  # a fatal failure while this attempt waited
-            await batch._limiter.release(operation, permit)
+            if inner is not None:
+                await inner.release(operation, permit)
             raise batch.aborted_error()
         stats = batch._stats
         stats.attempts += 1
@@ -135,6 +140,7 @@ class _ItemGate(RateLimiter):
         self._follows_429 = permit.status == 429
         if self._follows_429:
             batch._count_429(permit)
-        await batch._limiter.release(operation, permit)
+        if batch._inner is not None:
+            await batch._inner.release(operation, permit)
         if batch._paced:
             batch._update_send_rate(operation)
