@@ -86,8 +86,8 @@ async def _attempt(
     """
     session, slots = pool.acquire(loop)
     limit = config.max_response_bytes
-    if slots is not None:
-        await slots.acquire()
+    if slots is not None and not slots.take():
+        await slots.wait()
     try:
         async with session.request(
             method,
@@ -134,7 +134,7 @@ async def _attempt(
         raise
     finally:
         if slots is not None:
-            slots.release()
+            slots.give()
 
 
 async def request(
