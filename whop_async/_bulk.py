@@ -165,7 +165,11 @@ _END: Final = object()
 
 
 class _Batch:
-    """One bulk send: the workers, the gate, and where outcomes go."""
+    """One bulk send: the workers, the gate, and where outcomes go.
+
+    ``results`` (gather's list, by index) is filled when ``keep_results`` is set; a
+    ``BulkOutcome`` is made for an item only when someone reads it (``on_result``, ``deliver``).
+    """
 
     def __init__(
         self,
@@ -178,7 +182,8 @@ class _Batch:
         max_rate: float | None,
         max_rate_limit_wait: float,
         stats: BulkStats | None,
-        deliver: Callable[[BulkOutcome], Awaitable[None] | None],
+        keep_results: bool = False,
+        deliver: Callable[[BulkOutcome], Awaitable[None]] | None = None,
     ) -> None:
         _check_options(concurrency, max_rate, max_rate_limit_wait)
         self._client = client
@@ -187,6 +192,9 @@ class _Batch:
         self._stop_on_failure = stop_on_failure
         self._on_result = on_result
         self._deliver = deliver
+        self.results: list[NotificationCreateResponse | WhopError | None] | None = (
+            [] if keep_results else None
+        )
         self._max_rate_limit_wait = max_rate_limit_wait
         self.stats = stats if stats is not None else BulkStats()
         self._gate = BatchGate(client.rate_limiter, max_rate=max_rate, stats=self.stats)
@@ -227,13 +235,20 @@ class _Batch:
                     max_rate_limit_wait=self._max_rate_limit_wait,
                 )
             except WhopError as exc:
-                outcome = BulkOutcome(index, key, None, exc)
+                handing_over = self._finish(index, key, None, exc)
             else:
-                outcome = BulkOutcome(index, key, response, None)
-            await self._finish(outcome)
+                handing_over = self._finish(index, key, response, None)
+            if handing_over is not None:
+                await handing_over
 
-    async def _finish(self, outcome: BulkOutcome) -> None:
-        error = outcome.error
+    def _finish(
+        self,
+        index: int,
+        key: str | None,
+        response: NotificationCreateResponse | None,
+        error: WhopError | None,
+    ) -> Awaitable[None] | None:
+        """Account for one item; return the hand-over to await, if anyone reads outcomes."""
         if error is None:
             self.stats.succeeded += 1
         else:
@@ -246,13 +261,22 @@ class _Batch:
                 self._stop(error)
             elif self._stop_on_failure and not isinstance(error, BatchAbortedError):
                 self._stopped = True
+        results = self.results
+        if results is not None:
+            if index >= len(results):  # items finish out of order
+                results.extend([None] * (index + 1 - len(results)))
+            results[index] = response if error is None else error
+        if self._on_result is None and self._deliver is None:
+            return None
+        return self._hand_over(BulkOutcome(index, key, response, error))
+
+    async def _hand_over(self, outcome: BulkOutcome) -> None:
         if self._on_result is not None:
             returned = self._on_result(outcome)
             if inspect.isawaitable(returned):
                 await returned
-        delivered = self._deliver(outcome)
-        if delivered is not None:
-            await delivered
+        if self._deliver is not None:
+            await self._deliver(outcome)
 
     def _stop(self, cause: WhopError) -> None:
         self._stopped = True
@@ -263,7 +287,9 @@ class _Batch:
             assert self.first_failure is not None
             self._gate.abort(self.first_failure)
         while (pulled := await self._source.pull()) is not None:
-            await self._finish(BulkOutcome(pulled[0], None, None, self._gate.aborted_error()))
+            handing_over = self._finish(pulled[0], None, None, self._gate.aborted_error())
+            if handing_over is not None:
+                await handing_over
 
 
 @overload
@@ -340,14 +366,6 @@ async def gather_notifications(
             ``__cause__``.
         InvalidParamsError: an option is invalid; nothing was sent.
     """
-    results: list[NotificationCreateResponse | WhopError | None] = []
-
-    def deliver(outcome: BulkOutcome) -> None:
-        missing = outcome.index + 1 - len(results)
-        if missing > 0:
-            results.extend([None] * missing)
-        results[outcome.index] = outcome.result
-
     batch = _Batch(
         client,
         items,
@@ -357,10 +375,11 @@ async def gather_notifications(
         max_rate=max_rate,
         max_rate_limit_wait=max_rate_limit_wait,
         stats=stats,
-        deliver=deliver,
+        keep_results=True,
     )
     await batch.run()
-    complete: list[Any] = results  # every index was filled: one outcome per item
+    complete: list[Any] | None = batch.results  # every index was filled: one outcome per item
+    assert complete is not None
     if not return_exceptions and batch.first_failure is not None:
         stats_ = batch.stats
         raise BulkSendError(
