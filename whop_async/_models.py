@@ -132,8 +132,11 @@ class NotificationCreateParams:
     """Sent as the ``Idempotency-Key`` header, never in the body. Generated when not given."""
 
     def __attrs_post_init__(self) -> None:
-        _require_text("title", self.title)
-        _require_text("content", self.content)
+        title, content = self.title, self.content
+        # The usual case in one expression; the checks that name a bad field only when not.
+        if not (type(title) is str and title.strip() and type(content) is str and content.strip()):
+            _require_text("title", title)
+            _require_text("content", content)
         if self.account_id is not None:
             _require_text("account_id", self.account_id)
         if self.experience_id is not None:
