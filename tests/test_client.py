@@ -214,6 +214,37 @@ async def test_a_callers_session_is_used_and_never_closed(whop_emulator: WhopEmu
         assert len(whop_emulator.notifications) == 1
 
 
+async def test_an_own_and_a_callers_session_send_the_same_headers(
+    whop_emulator: WhopEmulator,
+) -> None:
+    # A session the client creates carries the fixed headers itself; one of yours is sent them
+    # with each request. Either way, and through a with_options copy, the wire is the same.
+    def make(session: aiohttp.ClientSession | None = None) -> AsyncWhop:
+        return AsyncWhop(
+            whop_emulator.api_key,
+            base_url=whop_emulator.base_url,
+            app_id="app_1",
+            api_version="2026-08-21",
+            session=session,
+        )
+
+    async with make() as client:
+        await client.notifications.create(**SEND)
+        await client.with_options(api_version="2026-09-22").notifications.create(**SEND)
+    async with aiohttp.ClientSession() as session, make(session) as client:
+        await client.notifications.create(**SEND)
+
+    own, own_copy, callers = whop_emulator.requests
+    for seen in (own, own_copy, callers):
+        assert seen.headers["Authorization"] == f"Bearer {whop_emulator.api_key}"
+        assert seen.headers["X-Whop-App-Id"] == "app_1"
+        assert seen.headers["User-Agent"].startswith("whop-async/")
+        assert seen.headers["Content-Type"] == "application/json"
+        assert seen.headers["Accept"] == "application/json"
+    versions = [seen.headers.get("Api-Version-Date") for seen in (own, own_copy, callers)]
+    assert versions == ["2026-08-21", "2026-09-22", "2026-08-21"]
+
+
 async def test_a_closed_callers_session_is_reported_as_a_closed_client(
     whop_emulator: WhopEmulator,
 ) -> None:

@@ -115,7 +115,12 @@ class AsyncWhop:
             max_response_bytes=max_response_bytes,
         )
         self._limiter = make_limiter(rate_limit)
-        self._pool = Pool(session=session, connection_limit=connection_limit, ssl=ssl)
+        self._pool = Pool(
+            session=session,
+            connection_limit=connection_limit,
+            ssl=ssl,
+            headers=self._config.session_headers,
+        )
         self._owns_pool = True
         self._closed = False
         self._routes: dict[tuple[str, str], tuple[URL, str]] = {}

@@ -152,6 +152,9 @@ def check_seconds(field: str, value: object) -> None:
         raise InvalidParamsError(field, f"must be a number of seconds >= 0, got {value!r}")
 
 
+_VERSION_HEADER: Final = "Api-Version-Date"
+
+
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """The resolved settings of one client. ``api_key`` never appears in its repr."""
@@ -166,6 +169,12 @@ class ClientConfig:
     max_rate_limit_wait: float = attrs.field(validator=_non_negative)
     max_response_bytes: int = attrs.field(validator=_check_count)
     headers: dict[str, str] = attrs.field(init=False, repr=False)
+    """Every header a request carries but its idempotency key."""
+    session_headers: dict[str, str] = attrs.field(init=False, repr=False)
+    """The part of ``headers`` that every client sharing a pool sends alike (all but the
+    version, which ``with_options`` may change): a session we create carries them itself."""
+    version_headers: dict[str, str] = attrs.field(init=False, repr=False)
+    """The rest of ``headers``: what a request through such a session passes itself."""
     aiohttp_timeout: aiohttp.ClientTimeout = attrs.field(init=False, repr=False)
 
     @headers.default
@@ -179,8 +188,16 @@ class ClientConfig:
         if self.app_id is not None:
             headers["X-Whop-App-Id"] = self.app_id
         if self.api_version is not None:
-            headers["Api-Version-Date"] = self.api_version
+            headers[_VERSION_HEADER] = self.api_version
         return headers
+
+    @session_headers.default
+    def _session_headers(self) -> dict[str, str]:
+        return {name: value for name, value in self.headers.items() if name != _VERSION_HEADER}
+
+    @version_headers.default
+    def _version_headers(self) -> dict[str, str]:
+        return {name: value for name, value in self.headers.items() if name == _VERSION_HEADER}
 
     @aiohttp_timeout.default
     def _aiohttp_timeout(self) -> aiohttp.ClientTimeout:

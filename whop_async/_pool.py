@@ -15,6 +15,7 @@ import asyncio
 import enum
 import ssl as ssl_module
 from collections import deque
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -82,9 +83,14 @@ class Pool:
         session: aiohttp.ClientSession | None,
         connection_limit: int,
         ssl: ssl_module.SSLContext | bool,
+        headers: Mapping[str, str],
     ) -> None:
         self._session = session
         self._owns_session = session is None
+        self._headers = headers
+        self.session_sends_headers = self._owns_session
+        """True when the session sends ``headers`` on every request itself (one we created):
+        aiohttp merges a request's own headers one by one, its session's in one copy."""
         self._connection_limit = connection_limit
         self._ssl = ssl
         self._state = _State.UNOPENED
@@ -133,7 +139,7 @@ class Pool:
             connector = aiohttp.TCPConnector(limit=self._connection_limit, ssl=self._ssl)
             # No cookies: the API sets none we need, and the jar costs time on every request.
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), headers=self._headers
             )
         limit = self._session.connector.limit if self._session.connector is not None else 0
         self._slots = Slots(limit) if limit else None

@@ -166,7 +166,10 @@ async def request(
             one that ``parse`` refused.
         ClientClosedError: the client was closed, or is used from another event loop.
     """
-    headers = {**config.headers, "Idempotency-Key": idempotency_key}
+    headers = {
+        **(config.version_headers if pool.session_sends_headers else config.headers),
+        "Idempotency-Key": idempotency_key,
+    }
     try:
         # Once per call: on Python 3.11 and older every get_running_loop() is a getpid() call.
         loop = asyncio.get_running_loop()
