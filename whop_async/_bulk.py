@@ -96,7 +96,8 @@ OnResult: TypeAlias = Callable[[BulkOutcome], object]
 def _to_params(item: object) -> NotificationCreateParams:
     if isinstance(item, NotificationCreateParams):
         return item
-    if isinstance(item, Mapping):
+    # dict before Mapping: isinstance against an ABC runs Python code, once per item.
+    if isinstance(item, (dict, Mapping)):
         return NotificationCreateParams.from_mapping(item)
     raise InvalidParamsError(
         "item", f"must be a NotificationCreateParams or a dict, got {type(item).__name__}"

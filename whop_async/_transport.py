@@ -173,6 +173,7 @@ async def request(
     try:
         # Once per call: on Python 3.11 and older every get_running_loop() is a getpid() call.
         loop = asyncio.get_running_loop()
+        debug = logger.isEnabledFor(logging.DEBUG)  # only debug lines time their attempts
         retries_done = 0
         rate_limit_waited = 0.0
         while True:
@@ -180,12 +181,12 @@ async def request(
             # manager's two coroutines on every attempt.
             permit = await limiter.acquire(operation)
             try:
-                started = loop.time()
+                started = loop.time() if debug else 0.0
                 result = await _attempt(pool, loop, config, method, url, headers, body)
                 if isinstance(result, RawResponse):
                     if 200 <= result.status < 300:
                         permit.status = result.status
-                        if logger.isEnabledFor(logging.DEBUG):
+                        if debug:
                             _log_attempt(method, url, result, retries_done, config, started, loop)
                         return parse(result)
                     refused = status_error(result.status, result.headers, result.body)
@@ -209,7 +210,7 @@ async def request(
                     permit.record(None)
             finally:
                 await limiter.release(operation, permit)
-            if logger.isEnabledFor(logging.DEBUG):
+            if debug:
                 _log_attempt(method, url, result, retries_done, config, started, loop)
             if rate_limited and retryable and rate_limit_waited + delay <= max_rate_limit_wait:
                 # Not this call's fault: wait as asked, without using one of its retries.
