@@ -7,7 +7,8 @@ the send alone. It prints one JSON object; peak RSS is the process's ``ru_maxrss
 whop_async runs with ``rate_limit=None``: its default limiter keeps to Whop's 600 requests per
 minute, which no other contender has (plain aiohttp and ``whop-sdk`` limit nothing), and which
 would make 20,000 requests take 33 minutes. With it off, every contender sends as fast as it
-can, and each attempt still passes through the client's (no-op) limiter.
+can; each attempt still passes through the batch's gate (its counters and abort), which skips
+only the no-op ``Unlimited`` limiter itself.
 
 ``WHOP_BENCH_NO_MEMO=1`` turns off the converter's memo of small response bodies in this
 process only (for measuring whether it earns its place); the library is not changed.
