@@ -136,13 +136,7 @@ class _Source:
     def pull_sync(self) -> tuple[int, Any] | None:
         """``pull()`` for a plain iterable, without a coroutine per item."""
         assert self._sync is not None
-        item = _END if self.exhausted else next(self._sync, _END)
-        if item is _END:
-            self.exhausted = True
-            return None
-        index = self._next_index
-        self._next_index += 1
-        return index, item
+        return self._numbered(_END if self.exhausted else next(self._sync, _END))
 
     async def pull(self) -> tuple[int, Any] | None:
         """The next item with its index, or ``None`` once the input is exhausted."""
