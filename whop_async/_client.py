@@ -231,7 +231,7 @@ class AsyncWhop:
         coroutine: a bulk send pays for every level of coroutine on every request. Bad input and
         a closed client raise here, before anything is sent.
         """
-        if self._closed or self._pool.closed:  # is_closed, without a property call per request
+        if self.is_closed:
             raise ClientClosedError(
                 "This client has been closed; create a new AsyncWhop to send more requests."
             )

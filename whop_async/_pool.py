@@ -96,13 +96,16 @@ class Pool:
         self._state = _State.UNOPENED
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: Slots | None = None
-        self.closed = False
-        """True once ``close()`` was called (a flag: it is read on every request)."""
 
     @property
     def state(self) -> str:
         """``"unopened"``, ``"open"`` or ``"closed"``."""
         return self._state.value
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._state is _State.CLOSED
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
@@ -152,7 +155,6 @@ class Pool:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
-        self.closed = True
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
