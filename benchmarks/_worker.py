@@ -24,11 +24,12 @@ import contextlib
 import json
 import os
 import resource
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["CONTENDERS", "MEMORY_CONTENDERS"]
+__all__ = ["CONTENDERS", "MEMORY_CONTENDERS", "worker_command"]
 
 API_KEY = "bench-key"
 Item = dict[str, Any]
@@ -159,6 +160,17 @@ MEMORY_CONTENDERS: dict[str, tuple[Factory, Callable[[int, int], Iterator[Any]]]
     "iter_notifications": (whop_async_iter, make_params),
     "plain task-per-item": (plain_aiohttp, make_items),
 }
+
+
+def worker_command(
+    contender: str, count: int, *, base_url: str, concurrency: int, warmup: int, core: int | None
+) -> list[str]:
+    """The command that runs one contender in a fresh process, as ``main`` below reads it."""
+    command = [sys.executable, os.path.abspath(__file__), contender, str(count)]
+    command += ["--base-url", base_url, "--concurrency", str(concurrency), "--warmup", str(warmup)]
+    if core is not None:
+        command += ["--core", str(core)]
+    return command
 
 
 def _cpu_seconds() -> float:

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from _server import Server, start_server
-from _worker import CONTENDERS, MEMORY_CONTENDERS
+from _worker import CONTENDERS, MEMORY_CONTENDERS, worker_command
 
 HERE = Path(__file__).resolve().parent
-WORKER = HERE / "_worker.py"
 BASELINE = "plain-aiohttp"
 SUBJECT = "whop_async"
 
@@ -106,10 +105,14 @@ def run_worker(
 
     ``environment`` is added to the worker's (a ``--variant-env``), and ``label`` names the run.
     """
-    command = [sys.executable, str(WORKER), contender, str(count), "--base-url", server.base_url]
-    command += ["--concurrency", str(args.concurrency), "--warmup", str(args.warmup)]
-    if core is not None:
-        command += ["--core", str(core)]
+    command = worker_command(
+        contender,
+        count,
+        base_url=server.base_url,
+        concurrency=args.concurrency,
+        warmup=args.warmup,
+        core=core,
+    )
     before = server.requests_served()
     done = subprocess.run(
         command,

@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from _server import Server, start_server
+from _worker import worker_command
 
-HERE = Path(__file__).resolve().parent
-WORKER = HERE / "_worker.py"
 BASELINE = "plain-aiohttp"
 SUBJECT = "whop_async"
 #: Contender name -> (the worker's contender, extra environment)
@@ -78,11 +77,15 @@ def callgrind(
 ) -> int:
     """Run one worker under callgrind; return the instructions it executed in all."""
     contender, environment = VARIANTS[name]
-    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
-    command += [str(WORKER), contender, str(count), "--base-url", server.base_url]
-    command += ["--concurrency", str(args.concurrency), "--warmup", str(args.warmup)]
-    if core is not None:
-        command += ["--core", str(core)]
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    command += worker_command(
+        contender,
+        count,
+        base_url=server.base_url,
+        concurrency=args.concurrency,
+        warmup=args.warmup,
+        core=core,
+    )
     before = server.requests_served()
     done = subprocess.run(
         command,
