@@ -26,15 +26,19 @@ class _KeySource:
     _KEYS_PER_DRAW: Final = 256
 
     def __init__(self) -> None:
-        self.hex = ""
-        self.offset = 0
+        self._hex = ""
+        self._offset = 0
 
-    def draw(self) -> None:
-        self.hex = os.urandom(16 * self._KEYS_PER_DRAW).hex()
-        self.offset = 0
+    def next(self) -> str:
+        if self._offset >= len(self._hex):
+            self._hex = os.urandom(16 * self._KEYS_PER_DRAW).hex()
+            self._offset = 0
+        key = self._hex[self._offset : self._offset + 32]
+        self._offset += 32
+        return key
 
     def forget(self) -> None:
-        self.hex, self.offset = "", 0
+        self._hex, self._offset = "", 0
 
 
 _keys = _KeySource()
@@ -44,12 +48,7 @@ if hasattr(os, "register_at_fork"):  # POSIX
 
 def new_idempotency_key() -> str:
     """A fresh random 128-bit key (32 hex digits) for one logical call and all its attempts."""
-    keys = _keys
-    if keys.offset >= len(keys.hex):
-        keys.draw()
-    key = keys.hex[keys.offset : keys.offset + 32]
-    keys.offset += 32
-    return key
+    return _keys.next()
 
 
 def derive_idempotency_key(source_id: str | int, *, namespace: str = "") -> str:
