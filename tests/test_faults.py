@@ -42,6 +42,7 @@ from whop_async import (
     UnprocessableEntityError,
     WhopError,
     gather_notifications,
+    is_retryable,
 )
 from whop_async.testing import DEFAULT_API_KEY, Fault, ScriptedResponse, WhopEmulator
 
@@ -570,6 +571,7 @@ async def test_certificates_are_verified_by_default_and_a_failure_is_not_retried
     assert server.request_count == 0
     assert len(handshakes) == 1  # one connection attempt: no retry
     assert retries_logged(whop_logs) == []
+    assert not is_retryable(caught.value)  # the public predicate agrees
     assert_no_secret(caught.value, client)
 
 

@@ -10,7 +10,17 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from whop_async import Backoff, InvalidParamsError
+from whop_async import (
+    APIConnectionError,
+    APITimeoutError,
+    Backoff,
+    BatchAbortedError,
+    ClientClosedError,
+    InvalidParamsError,
+    WhopError,
+    is_retryable,
+)
+from whop_async._exceptions import invalid_response, status_error
 from whop_async._retry import backoff_delay, parse_retry_after, retry_delay, should_retry_status
 
 NOW = 1_700_000_000.0
@@ -43,6 +53,26 @@ def http_date(seconds_from_now: float) -> str:
 )
 def test_which_statuses_are_retried(status: int, retried: bool) -> None:
     assert should_retry_status(status, {}) is retried
+    assert is_retryable(status_error(status, {}, b"")) is retried
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (status_error(503, {"x-should-retry": "false"}, b""), False),
+        (status_error(400, {"x-should-retry": "true"}, b""), True),
+        (APIConnectionError("Connection reset by peer"), True),
+        (APITimeoutError(), True),
+        (invalid_response(200, {}, b"<html>", "not JSON"), False),
+        (InvalidParamsError("title", "is required"), False),
+        (ClientClosedError("closed"), False),
+        (BatchAbortedError(), False),
+        (ValueError("not the client's"), False),
+    ],
+)
+def test_is_retryable_answers_for_every_kind_of_failure(error: Exception, retried: bool) -> None:
+    assert is_retryable(error) is retried
+    assert isinstance(error, WhopError) or not retried
 
 
 @pytest.mark.parametrize("status", [400, 404, 500, 503])

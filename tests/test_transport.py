@@ -31,6 +31,7 @@ from whop_async import (
     RateLimiter,
     RateLimitError,
     UnprocessableEntityError,
+    is_retryable,
 )
 from whop_async.testing import Fault, ScriptedResponse, WhopEmulator
 
@@ -134,6 +135,32 @@ async def test_the_server_can_forbid_a_retry(
         await client.notifications.create(**SEND)
 
     assert whop_emulator.request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (400, {}),
+        (400, {"x-should-retry": "true"}),
+        (404, {}),
+        (408, {}),
+        (409, {}),
+        (422, {}),
+        (500, {}),
+        (503, {"x-should-retry": "false"}),
+    ],
+)
+async def test_is_retryable_says_what_the_client_did(
+    make_client: MakeClient, whop_emulator: WhopEmulator, status: int, headers: dict[str, str]
+) -> None:
+    client = make_client(max_retries=1, backoff=Backoff.instant())
+    whop_emulator.fail_next(2, status=status, headers=headers)
+
+    with pytest.raises(APIStatusError) as caught:
+        await client.notifications.create(**SEND)
+
+    assert caught.value.status_code == status
+    assert is_retryable(caught.value) is (whop_emulator.request_count == 2)
 
 
 async def test_the_server_can_ask_for_a_retry_of_a_client_error(

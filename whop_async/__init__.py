@@ -6,7 +6,13 @@
 
 from __future__ import annotations
 
-from ._bulk import BulkItem, BulkOutcome, gather_notifications, iter_notifications
+from ._bulk import (
+    DEFAULT_CONCURRENCY,
+    BulkItem,
+    BulkOutcome,
+    gather_notifications,
+    iter_notifications,
+)
 from ._client import AsyncWhop
 from ._config import (
     DEFAULT_BASE_URL,
@@ -54,10 +60,12 @@ from ._ratelimit import (
     RateLimiter,
     Unlimited,
 )
+from ._retry import is_retryable
 from ._version import __version__
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_CONCURRENCY",
     "DEFAULT_CONNECTION_LIMIT",
     "DEFAULT_MAX_RATE_LIMIT_WAIT",
     "DEFAULT_MAX_RETRIES",
@@ -104,5 +112,6 @@ __all__ = [
     "__version__",
     "derive_idempotency_key",
     "gather_notifications",
+    "is_retryable",
     "iter_notifications",
 ]

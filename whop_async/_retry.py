@@ -18,10 +18,14 @@ import re
 import time
 from collections.abc import Mapping
 
+import aiohttp
+
 from ._config import Backoff
+from ._exceptions import APIConnectionError, APIStatusError
 
 __all__ = [
     "backoff_delay",
+    "is_retryable",
     "parse_rate_limit_message",
     "parse_retry_after",
     "retry_delay",
@@ -44,6 +48,24 @@ def should_retry_status(status: int, headers: Mapping[str, str]) -> bool:
     if override == "false":
         return False
     return status in _RETRYABLE_STATUSES or status >= 500
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether the client retries a failure like ``error``, when it has retries left.
+
+    True for a connection that failed or an attempt that timed out (not for a TLS certificate
+    that does not verify), and for an answer that ``should_retry_status`` retries (408, 409,
+    429, 5xx, unless ``x-should-retry`` says otherwise). False for everything else:
+    an answer Whop will give again to the same request and key (a 400, or ``x-should-retry:
+    false``), a 2xx the client could not read, and errors raised before any request (invalid
+    params, a closed client, an item a bulk send never attempted). A failure that is not
+    retryable needs a changed request, and a changed request needs a new idempotency key.
+    """
+    if isinstance(error, APIStatusError):
+        return should_retry_status(error.status_code, error.headers)
+    if isinstance(error, APIConnectionError):
+        return not isinstance(error.__cause__, aiohttp.ClientSSLError)
+    return False
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

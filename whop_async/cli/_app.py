@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
 from .. import (
+    DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
@@ -15,7 +16,6 @@ from .. import (
     RateLimit,
     __version__,
 )
-from .._bulk import DEFAULT_CONCURRENCY
 from ._shared import EXIT_INTERRUPTED, EXIT_USAGE, Output, UsageError, api_key_from
 
 __all__ = ["build_parser", "main"]

@@ -27,8 +27,8 @@ from .. import (
     NotificationCreateParams,
     WhopError,
     derive_idempotency_key,
+    is_retryable,
 )
-from .._retry import should_retry_status
 from ._input import Input
 from ._journal import Journal
 from ._rows import FileProblem, Format, ReadError, Row, file_identity, guess_format
@@ -170,9 +170,7 @@ class _Failures:
 
     def write(self, row: Row, error: WhopError) -> None:
         key = row.idempotency_key
-        if isinstance(error, APIStatusError) and not should_retry_status(
-            error.status_code, error.headers
-        ):
+        if isinstance(error, APIStatusError) and not is_retryable(error):
             key = derive_idempotency_key(key, namespace=RESEND_KEY_NAMESPACE)
         record: dict[str, Any] = {**row.values, "idempotency_key": key, "_line": row.line}
         record["_error"] = str(error)

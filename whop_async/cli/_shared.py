@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Final, TextIO
 
 from .. import (
+    DEFAULT_CONCURRENCY,
     DEFAULT_CONNECTION_LIMIT,
     DEFAULT_RATE_LIMIT,
     AsyncWhop,
@@ -24,7 +25,6 @@ from .. import (
     WhopError,
     iter_notifications,
 )
-from .._bulk import DEFAULT_CONCURRENCY
 from .._config import API_KEY_ENV
 from ._progress import make_progress
 
