@@ -80,6 +80,31 @@ async def plain_aiohttp(base_url: str, concurrency: int) -> AsyncIterator[Send]:
 
 
 @contextlib.asynccontextmanager
+async def plain_aiohttp_workers(base_url: str, concurrency: int) -> AsyncIterator[Send]:
+    """The same requests as ``plain_aiohttp`` from ``concurrency`` worker tasks, not a task each."""
+    import aiohttp
+
+    url = f"{base_url}/notifications"
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with aiohttp.ClientSession() as session:
+
+        async def worker(items: Iterator[Item]) -> int:
+            sent = 0
+            for item in items:
+                async with session.post(url, json=item, headers=headers) as response:
+                    response.raise_for_status()
+                    body = await response.json()
+                    sent += bool(body["success"])
+            return sent
+
+        async def send(items: Iterable[Item]) -> int:
+            shared = iter(items)
+            return sum(await asyncio.gather(*(worker(shared) for _ in range(concurrency))))
+
+        yield send
+
+
+@contextlib.asynccontextmanager
 async def whop_async_gather(base_url: str, concurrency: int) -> AsyncIterator[Send]:
     """``gather_notifications`` over one ``AsyncWhop``, defaults but for ``rate_limit=None``."""
     from whop_async import AsyncWhop, gather_notifications
@@ -149,6 +174,7 @@ def _whop_sdk_factory(transport: str) -> Factory:
 
 CONTENDERS: dict[str, Factory] = {
     "plain-aiohttp": plain_aiohttp,
+    "plain-aiohttp-workers": plain_aiohttp_workers,
     "whop_async": whop_async_gather,
     "whop-sdk-httpx": _whop_sdk_factory("httpx"),
     "whop-sdk-aiohttp": _whop_sdk_factory("aiohttp"),

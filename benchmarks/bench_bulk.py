@@ -179,8 +179,15 @@ def median_of(runs: list[Run], contender: str, key: str) -> float:
     return float(statistics.median(run[key] for run in runs if run["contender"] == contender))
 
 
-def summarize_throughput(runs: list[Run], contenders: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Medians per contender, and each as a ratio to plain aiohttp's median."""
+def summarize_throughput(
+    runs: list[Run], contenders: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    """Medians per contender, each as a ratio to plain aiohttp's median, and paired ratios.
+
+    ``contenders`` maps each run's label to its worker contender; a label is the contender's
+    name plus its ``--variant-env`` setting, and its paired ratios are taken against plain
+    aiohttp under the same setting.
+    """
     keys = {"rps": "requests_per_s", "cpu_us": "cpu_us_per_request", "rss_kib": "peak_rss_kib"}
     medians = {
         name: {short: median_of(runs, name, key) for short, key in keys.items()}
@@ -190,17 +197,19 @@ def summarize_throughput(runs: list[Run], contenders: Sequence[str]) -> dict[str
     for values in medians.values():
         for short in keys:
             values[f"{short}_ratio"] = values[short] / base[short]
-    for name in contenders:
+    for name, worker in contenders.items():
+        baseline = BASELINE + name[len(worker) :]  # plain aiohttp under the same setting
         for short in ("rps", "cpu_us"):
-            medians[name][f"{short}_ratio_paired"] = paired_ratio(runs, name, keys[short])
+            ratio = paired_ratio(runs, name, keys[short], baseline)
+            medians[name][f"{short}_ratio_paired"] = ratio
     return medians
 
 
-def paired_ratio(runs: list[Run], contender: str, key: str) -> float:
-    """The median over rounds of ``contender`` / plain aiohttp in the same round: less noisy."""
+def paired_ratio(runs: list[Run], contender: str, key: str, baseline: str = BASELINE) -> float:
+    """The median over rounds of ``contender`` / ``baseline`` in the same round: less noisy."""
     by_round = {(run["contender"], run["round"]): run[key] for run in runs}
     ratios = [
-        value / by_round[BASELINE, round_number]
+        value / by_round[baseline, round_number]
         for (name, round_number), value in by_round.items()
         if name == contender
     ]
@@ -336,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"server": server.kind, "throughput": runs, "memory": memory_runs}
 
     measured = with_server(args.server, server_core, measure)
-    throughput = summarize_throughput(measured["throughput"], list(args.contenders))
+    labels = {label: worker for label, (worker, _) in args.contenders.items()}
+    throughput = summarize_throughput(measured["throughput"], labels)
     memory = None if args.skip_memory else summarize_memory(measured["memory"], args.memory_sizes)
     targets = evaluate_targets(throughput, memory)
 
@@ -348,12 +358,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(", ".join(f"{name} {version}" for name, version in versions().items()) + "\n")
     print(throughput_table(throughput) + "\n")
-    if SUBJECT in throughput:
-        paired = throughput[SUBJECT]
-        print(
-            f"{SUBJECT} / plain aiohttp within each round, median over rounds: req/s "
-            f"{paired['rps_ratio_paired']:.2f}x, CPU us/req {paired['cpu_us_ratio_paired']:.2f}x\n"
-        )
+    for label, worker in labels.items():
+        if worker == SUBJECT:
+            paired = throughput[label]
+            setting = label[len(worker) :].strip() or "no variant"
+            print(
+                f"{SUBJECT} / plain aiohttp within each round ({setting}), median over rounds: "
+                f"req/s {paired['rps_ratio_paired']:.2f}x, "
+                f"CPU us/req {paired['cpu_us_ratio_paired']:.2f}x\n"
+            )
     if memory is not None:
         print(memory_table(memory, args.memory_sizes) + "\n")
     print(targets_report(targets))

@@ -10,7 +10,7 @@ cancelled out. Workers run with ``PYTHONHASHSEED=0``; what still varies from run
 many responses the event loop finds per wake-up, so ``--repeat`` measures each contender
 several times (interleaved) and the table shows the median and the range.
 
-    python benchmarks/instructions.py [--contenders plain-aiohttp whop_async whop_async-no-memo]
+    python benchmarks/instructions.py [--contenders plain-aiohttp whop_async ...]
                                       [--small 300] [--large 1300] [--repeat 3] [--annotate 25]
                                       [--check]
 
@@ -42,6 +42,7 @@ SUBJECT = "whop_async"
 #: Contender name -> (the worker's contender, extra environment)
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "plain-aiohttp": ("plain-aiohttp", {}),
+    "plain-aiohttp-workers": ("plain-aiohttp-workers", {}),
     "whop_async": ("whop_async", {}),
     "whop_async-no-memo": ("whop_async", {"WHOP_BENCH_NO_MEMO": "1"}),
 }
