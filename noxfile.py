@@ -94,6 +94,12 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=DEFAULT_PYTHON)
+def readbuffer(session: nox.Session) -> None:
+    """What one 256 KiB socket read costs under each glibc setting (docs/performance.md)."""
+    session.run("python", "benchmarks/read_buffer.py", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
 def soak(session: nox.Session) -> None:
     """A bounded soak: 100,000 notifications through injected faults."""
     session.install(".", "-r", "benchmarks/requirements.txt")
