@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,7 @@ from whop_async import (
     WhopError,
 )
 from whop_async._exceptions import server_message, shorten, status_error
-from whop_async.testing import ScriptedResponse, WhopEmulator
+from whop_async.testing import Fault, ScriptedResponse, WhopEmulator
 
 MakeClient = Callable[..., AsyncWhop]
 SEND: dict[str, Any] = {"company_id": "biz_1", "title": "Hi", "content": "Hello"}
@@ -109,6 +110,47 @@ async def test_each_status_raises_its_own_class_with_the_details(
     assert str(raised) == f"Error code: {status} - Company biz_1 not found"
     assert str(whop_emulator.api_key) not in str(raised)
     assert str(whop_emulator.api_key) not in repr(raised)
+
+
+async def test_errors_survive_pickling_as_task_queues_and_process_pools_need(
+    make_client: MakeClient, whop_emulator: WhopEmulator
+) -> None:
+    client = make_client(max_retries=0)
+    whop_emulator.fail_next(
+        1,
+        status=400,
+        body={"error": {"code": "idempotency_key_mismatch", "message": "Key reused"}},
+        headers={"X-Request-Id": "req_1"},
+    )
+    with pytest.raises(APIStatusError) as refused:
+        await client.notifications.create(**SEND)
+    whop_emulator.script(ScriptedResponse(fault=Fault.DROP))
+    with pytest.raises(APIConnectionError) as dropped:
+        await client.notifications.create(**SEND)
+    raised: list[Exception] = [refused.value, dropped.value]
+    built_here: list[Exception] = [
+        InvalidParamsError("user_ids[2]", "must be a non-empty string"),
+        BulkSendError("stopped after 1 of 2", [None, BatchAbortedError("never sent")]),
+        ClientClosedError("closed"),
+    ]
+
+    for error in raised + built_here:
+        copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+        assert type(copy) is type(error)
+        assert str(copy) == str(error)
+    status = pickle.loads(pickle.dumps(refused.value))  # noqa: S301
+    assert type(status).__name__ == "IdempotencyKeyMismatchError"
+    assert (status.status_code, status.code) == (400, "idempotency_key_mismatch")
+    assert status.request_id == "req_1"
+    assert status.headers["X-REQUEST-ID"] == "req_1"  # still case-insensitive
+    assert status.idempotency_key == refused.value.idempotency_key is not None
+    connection = pickle.loads(pickle.dumps(dropped.value))  # noqa: S301
+    assert connection.idempotency_key == dropped.value.idempotency_key is not None
+    field = pickle.loads(pickle.dumps(built_here[0]))  # noqa: S301
+    assert field.field == "user_ids[2]"
+    bulk = pickle.loads(pickle.dumps(built_here[1]))  # noqa: S301
+    assert bulk.results[0] is None
+    assert type(bulk.results[1]) is BatchAbortedError
 
 
 async def test_a_proxy_html_page_is_kept_as_text(

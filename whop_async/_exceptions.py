@@ -34,6 +34,7 @@ twice. ``FATAL_ERRORS`` are the failures after which no other request of the cli
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -88,6 +89,12 @@ class InvalidParamsError(WhopError, ValueError, TypeError):
         super().__init__(f"{field}: {message}")
         self.field = field
         """The name of the offending parameter, e.g. ``"title"`` or ``"user_ids[2]"``."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross processes pickled (task queue results, process pools): rebuild by the
+        # constructor's arguments, which are not the exception's args.
+        message = str(self.args[0]).removeprefix(f"{self.field}: ")
+        return type(self), (self.field, message), self.__dict__
 
 
 class ClientClosedError(WhopError):
@@ -149,6 +156,21 @@ class _ResponseError(APIError):
         """Whop's ``error.code`` (``error.type`` for a 429), e.g. ``"idempotency_key_mismatch"``."""
         self.message: str = message
         """The server's message, e.g. ``"Try again in 12 seconds."`` (shortened if long)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by the constructor's keywords; aiohttp's read-only headers cannot be pickled,
+        # so they travel as their (still case-insensitive) mutable copy.
+        copy = getattr(self.headers, "copy", None)
+        headers = copy() if callable(copy) else dict(self.headers)
+        rebuild = functools.partial(
+            type(self),
+            status_code=self.status_code,
+            headers=headers,
+            body=self.body,
+            raw_body=self.raw_body,
+        )
+        state = {name: value for name, value in self.__dict__.items() if name != "headers"}
+        return rebuild, self.args, state
 
 
 class APIResponseValidationError(_ResponseError):
@@ -311,6 +333,9 @@ class BulkSendError(WhopError):
         super().__init__(message)
         self.results: list[Any] = list(results)
         """One entry per item, in input order: a response or an exception."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.results), self.__dict__
 
 
 class BatchAbortedError(WhopError):
