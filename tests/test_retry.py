@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import pickle
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -62,6 +63,7 @@ def test_which_statuses_are_retried(status: int, retried: bool) -> None:
         (status_error(503, {"x-should-retry": "false"}, b""), False),
         (status_error(400, {"x-should-retry": "true"}, b""), True),
         (APIConnectionError("Connection reset by peer"), True),
+        (APIConnectionError("TLS error talking to 127.0.0.1", retryable=False), False),
         (APITimeoutError(), True),
         (invalid_response(200, {}, b"<html>", "not JSON"), False),
         (InvalidParamsError("title", "is required"), False),
@@ -73,6 +75,8 @@ def test_which_statuses_are_retried(status: int, retried: bool) -> None:
 def test_is_retryable_answers_for_every_kind_of_failure(error: Exception, retried: bool) -> None:
     assert is_retryable(error) is retried
     assert isinstance(error, WhopError) or not retried
+    # The answer survives a trip to another process, as a task queue's result takes.
+    assert is_retryable(pickle.loads(pickle.dumps(error))) is retried  # noqa: S301
 
 
 @pytest.mark.parametrize("status", [400, 404, 500, 503])

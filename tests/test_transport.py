@@ -146,6 +146,7 @@ async def test_the_server_can_forbid_a_retry(
         (408, {}),
         (409, {}),
         (422, {}),
+        (429, {"retry-after-ms": "1"}),
         (500, {}),
         (503, {"x-should-retry": "false"}),
     ],
@@ -153,7 +154,8 @@ async def test_the_server_can_forbid_a_retry(
 async def test_is_retryable_says_what_the_client_did(
     make_client: MakeClient, whop_emulator: WhopEmulator, status: int, headers: dict[str, str]
 ) -> None:
-    client = make_client(max_retries=1, backoff=Backoff.instant())
+    # max_rate_limit_wait=0: a 429 uses up a retry, like any other retried answer.
+    client = make_client(max_retries=1, backoff=Backoff.instant(), max_rate_limit_wait=0)
     whop_emulator.fail_next(2, status=status, headers=headers)
 
     with pytest.raises(APIStatusError) as caught:
@@ -161,6 +163,20 @@ async def test_is_retryable_says_what_the_client_did(
 
     assert caught.value.status_code == status
     assert is_retryable(caught.value) is (whop_emulator.request_count == 2)
+
+
+@pytest.mark.parametrize("fault", [Fault.DROP, Fault.HANG], ids=["reset", "timeout"])
+async def test_is_retryable_says_the_client_retried_a_connection_failure(
+    make_client: MakeClient, whop_emulator: WhopEmulator, fault: Fault
+) -> None:
+    client = make_client(max_retries=1, backoff=Backoff.instant(), timeout=0.2)
+    whop_emulator.script(*[ScriptedResponse(fault=fault)] * 2)
+
+    with pytest.raises(APIConnectionError) as caught:
+        await client.notifications.create(**SEND)
+
+    assert whop_emulator.request_count == 2
+    assert is_retryable(caught.value)
 
 
 async def test_the_server_can_ask_for_a_retry_of_a_client_error(

@@ -115,10 +115,13 @@ class APIConnectionError(APIError):
     """No usable HTTP response arrived: connection refused or reset, TLS failure, body cut short.
 
     The request may or may not have reached Whop; retries reuse its idempotency key.
+    ``retryable=False`` marks a failure the next attempt would meet again (a TLS certificate that
+    does not verify); ``is_retryable`` reads it, and it survives pickling.
     """
 
-    def __init__(self, message: str = "Connection error.") -> None:
+    def __init__(self, message: str = "Connection error.", *, retryable: bool = True) -> None:
         super().__init__(message)
+        self._retryable = retryable
 
 
 class APITimeoutError(APIConnectionError):

@@ -18,8 +18,6 @@ import re
 import time
 from collections.abc import Mapping
 
-import aiohttp
-
 from ._config import Backoff
 from ._exceptions import APIConnectionError, APIStatusError
 
@@ -51,20 +49,17 @@ def should_retry_status(status: int, headers: Mapping[str, str]) -> bool:
 
 
 def is_retryable(error: BaseException) -> bool:
-    """Whether the client retries a failure like ``error``, when it has retries left.
+    """Whether the client retries a failure like ``error`` (when it has retries left).
 
-    True for a connection that failed or an attempt that timed out (not for a TLS certificate
-    that does not verify), and for an answer that ``should_retry_status`` retries (408, 409,
-    429, 5xx, unless ``x-should-retry`` says otherwise). False for everything else:
-    an answer Whop will give again to the same request and key (a 400, or ``x-should-retry:
-    false``), a 2xx the client could not read, and errors raised before any request (invalid
-    params, a closed client, an item a bulk send never attempted). A failure that is not
-    retryable needs a changed request, and a changed request needs a new idempotency key.
+    True for a connection failure or a timeout, except a TLS certificate that does not verify,
+    and for a status the client retries (408, 409, 429, 5xx; an ``x-should-retry`` header
+    decides first). False for every other error, including those raised before or instead of
+    a request. A retryable failure can be sent again later with the same idempotency key.
     """
     if isinstance(error, APIStatusError):
         return should_retry_status(error.status_code, error.headers)
     if isinstance(error, APIConnectionError):
-        return not isinstance(error.__cause__, aiohttp.ClientSSLError)
+        return error._retryable
     return False
 
 

@@ -122,7 +122,8 @@ async def _attempt(
         # A certificate that does not verify will not verify on the next attempt either.
         raise APIConnectionError(
             f"TLS error talking to {url.host}: {shorten(str(exc), 300)}. Check the "
-            "certificate, or pass ssl=<ssl.SSLContext> to AsyncWhop for a private CA."
+            "certificate, or pass ssl=<ssl.SSLContext> to AsyncWhop for a private CA.",
+            retryable=False,
         ) from exc
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         error = _connection_error(exc)

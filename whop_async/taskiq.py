@@ -74,7 +74,9 @@ logger = logging.getLogger("whop_async")
 DEFAULT_TASK_NAME: Final = "whop_async.send_notification"
 #: Failures worth another try later, with the same key: what taskiq's ``SmartRetryMiddleware``
 #: or ``SimpleRetryMiddleware`` retries, when the broker has one. Refused notifications (400,
-#: 401, 403, 422) fail at once.
+#: 401, 403, 422) fail at once. Types, because the middleware matches types: unlike
+#: ``is_retryable`` it also retries a TLS failure and an unreachable Redis (both never reached
+#: Whop, and may be mended by then), and it does not see a 408 or ``x-should-retry``.
 RETRYABLE_ERRORS: Final[tuple[type[WhopError], ...]] = (
     APIConnectionError,
     RateLimitError,
