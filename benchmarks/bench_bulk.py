@@ -21,7 +21,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from _server import Server, start_server
 from _worker import CONTENDERS, MEMORY_CONTENDERS, worker_command
@@ -39,6 +39,24 @@ TARGETS: list[tuple[str, str, float, bool]] = [
 ]
 
 Run = dict[str, Any]
+
+
+class Contender(NamedTuple):
+    """One line of the report: a worker contender, run under one ``--variant-env`` setting."""
+
+    worker: str
+    environment: dict[str, str]
+    setting: str  # the --variant-env text, "" for none
+
+    @property
+    def baseline(self) -> str:
+        """The label of plain aiohttp under the same setting."""
+        return label_of(BASELINE, self.setting)
+
+
+def label_of(worker: str, setting: str) -> str:
+    """A contender's label in the report: its name, then its setting if it has one."""
+    return f"{worker} {setting}" if setting else worker
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -70,7 +88,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.memory_sizes = args.memory_sizes or ([10_000, 50_000] if args.quick else [10_000, 200_000])
     if BASELINE not in args.only:
         args.only.insert(0, BASELINE)
-    args.contenders = {name: (name, {}) for name in args.only}
+    args.contenders = {name: Contender(name, {}, "") for name in args.only}
     for setting in args.variant_env:
         environment = {}
         for assignment in setting.split():
@@ -79,7 +97,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 parser.error(f"--variant-env takes NAME=VALUE ..., got {setting!r}")
             environment[variable] = value
         for name in args.only:
-            args.contenders[f"{name} {setting}"] = (name, environment)
+            args.contenders[label_of(name, setting)] = Contender(name, environment, setting)
     return args
 
 
@@ -145,7 +163,7 @@ def run_throughput(server: Server, args: argparse.Namespace, core: int | None) -
     runs: list[Run] = []
     for round_index in range(args.rounds):
         for contender in rotated(list(args.contenders), round_index):
-            worker_contender, environment = args.contenders[contender]
+            worker_contender, environment, _ = args.contenders[contender]
             run = run_worker(
                 server, worker_contender, args.count, args, core, environment, label=contender
             )
@@ -180,13 +198,13 @@ def median_of(runs: list[Run], contender: str, key: str) -> float:
 
 
 def summarize_throughput(
-    runs: list[Run], contenders: dict[str, str]
+    runs: list[Run], contenders: dict[str, Contender]
 ) -> dict[str, dict[str, float]]:
-    """Medians per contender, each as a ratio to plain aiohttp's median, and paired ratios.
+    """Medians per contender and their ratios to plain aiohttp's, and paired ratios.
 
-    ``contenders`` maps each run's label to its worker contender; a label is the contender's
-    name plus its ``--variant-env`` setting, and its paired ratios are taken against plain
-    aiohttp under the same setting.
+    The plain ratios divide by plain aiohttp with no variant, so a variant's row shows what its
+    setting changed; the paired ratios compare, round by round, with plain aiohttp under the
+    same setting.
     """
     keys = {"rps": "requests_per_s", "cpu_us": "cpu_us_per_request", "rss_kib": "peak_rss_kib"}
     medians = {
@@ -197,10 +215,9 @@ def summarize_throughput(
     for values in medians.values():
         for short in keys:
             values[f"{short}_ratio"] = values[short] / base[short]
-    for name, worker in contenders.items():
-        baseline = BASELINE + name[len(worker) :]  # plain aiohttp under the same setting
+    for name, contender in contenders.items():
         for short in ("rps", "cpu_us"):
-            ratio = paired_ratio(runs, name, keys[short], baseline)
+            ratio = paired_ratio(runs, name, keys[short], contender.baseline)
             medians[name][f"{short}_ratio_paired"] = ratio
     return medians
 
@@ -345,8 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"server": server.kind, "throughput": runs, "memory": memory_runs}
 
     measured = with_server(args.server, server_core, measure)
-    labels = {label: worker for label, (worker, _) in args.contenders.items()}
-    throughput = summarize_throughput(measured["throughput"], labels)
+    throughput = summarize_throughput(measured["throughput"], args.contenders)
     memory = None if args.skip_memory else summarize_memory(measured["memory"], args.memory_sizes)
     targets = evaluate_targets(throughput, memory)
 
@@ -358,10 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(", ".join(f"{name} {version}" for name, version in versions().items()) + "\n")
     print(throughput_table(throughput) + "\n")
-    for label, worker in labels.items():
-        if worker == SUBJECT:
+    if args.variant_env:
+        print("(x aiohttp: against plain aiohttp with no variant.)\n")
+    for label, contender in args.contenders.items():
+        if contender.worker == SUBJECT:
             paired = throughput[label]
-            setting = label[len(worker) :].strip() or "no variant"
+            setting = contender.setting or "no variant"
             print(
                 f"{SUBJECT} / plain aiohttp within each round ({setting}), median over rounds: "
                 f"req/s {paired['rps_ratio_paired']:.2f}x, "

@@ -12,7 +12,8 @@ each read maps, shrinks and unmaps fresh memory. This script prices that read ov
   mmap threshold by itself, which is why the cost depends on a process's history).
 
 Run: ``python benchmarks/read_buffer.py [--reads 100000] [--repeat 5]``. Medians of ``repeat``
-runs, in microseconds per send + recv of 200 bytes.
+runs, in microseconds per send + recv of 200 bytes; the ratio is the median of each run's
+256 KiB / 64 KiB.
 """
 
 from __future__ import annotations
@@ -58,10 +59,12 @@ def measure(reads: int, size: int) -> float:
 
 def _child(reads: int, free_large_block: bool) -> None:
     if free_large_block:
-        # One mmap-served block freed: glibc raises its thresholds above its size.
+        # One mmap-served block freed: glibc raises its mmap threshold to that block's size
+        # (and its trim threshold to twice it), as a long-running process will have done.
         block = bytearray(1 << 20)
         del block
-    measure(reads // 10, ASYNCIO_READ_SIZE)  # warm-up
+    measure(reads // 10, ASYNCIO_READ_SIZE)  # warm-up of both sizes
+    measure(reads // 10, SMALL_READ_SIZE)
     result = {"large": measure(reads, ASYNCIO_READ_SIZE), "small": measure(reads, SMALL_READ_SIZE)}
     print(json.dumps(result))
 
@@ -81,8 +84,10 @@ def main() -> None:
         for label, env, free_first in SETTINGS:
             command = [sys.executable, os.path.abspath(__file__), "--reads", str(args.reads)]
             command += ["--child", "after-free" if free_first else "plain"]
-            environment = {
-                name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")
+            environment = {  # only the setting's own allocator variables
+                name: value
+                for name, value in os.environ.items()
+                if not name.startswith("MALLOC_") and name not in ("GLIBC_TUNABLES", "LD_PRELOAD")
             }
             output = subprocess.run(
                 command, env={**environment, **env}, check=True, capture_output=True, text=True
@@ -93,12 +98,13 @@ def main() -> None:
         f"Python {sys.version.split()[0]}, {args.reads:,} reads per run, median of {args.repeat}"
         " runs (µs per send + recv of 200 bytes over a socketpair):\n"
     )
-    print("| allocator | recv(256 KiB) | recv(64 KiB) | ratio |")
+    print("| allocator | recv(256 KiB) | recv(64 KiB) | ratio, paired |")
     print("|:---|---:|---:|---:|")
     for label, _, _ in SETTINGS:
         large = statistics.median(run["large"] for run in runs[label])
         small = statistics.median(run["small"] for run in runs[label])
-        print(f"| {label} | {large:.2f} | {small:.2f} | {large / small:.1f}x |")
+        ratio = statistics.median(run["large"] / run["small"] for run in runs[label])
+        print(f"| {label} | {large:.2f} | {small:.2f} | {ratio:.1f}x |")
 
 
 if __name__ == "__main__":
