@@ -26,10 +26,14 @@ nox.options.reuse_venv = "yes"
 # Python from 3.10 to 3.13 can be skipped silently; on a developer's machine it skips.
 nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
 
+#: Seconds one test may take under nox (the slowest take a few): past it, a hung test fails.
+TEST_TIMEOUT = 300
+
 TEST_REQUIREMENTS = [
     "pytest>=8",
     "pytest-asyncio>=0.24",
     "pytest-cov>=5",
+    "pytest-timeout>=2.3",  # a hung test fails after TEST_TIMEOUT instead of stalling CI
     "hypothesis>=6",
     "trustme>=1",
     "whop-sdk==2.6.0",  # tests/test_api_today.py: the official SDK against the emulator
@@ -58,6 +62,7 @@ def tests(session: nox.Session) -> None:
         "pytest",
         "--cov=whop_async",
         "--cov-report=term-missing:skip-covered",
+        f"--timeout={TEST_TIMEOUT}",
         *session.posargs,
         env={"WHOP_ASYNC_EXPECT_INSTALLED": "1", "COVERAGE_FILE": str(ROOT / ".coverage")},
     )

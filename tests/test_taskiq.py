@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ from whop_async.testing import WhopEmulator  # noqa: E402
 __all__ = ["redis_server", "redis_url"]  # fixtures used by name
 
 DEFAULT_BACKOFF = Backoff()
+#: How long a worker's shutdown may take before the test fails, showing what was stuck.
+SHUTDOWN_TIMEOUT = 10.0
 
 
 def notification(index: int) -> dict[str, Any]:
@@ -68,7 +71,11 @@ def stream_broker(redis_url: str, queue: str, **options: Any) -> RedisStreamBrok
 
 @contextlib.asynccontextmanager
 async def running_worker(broker: RedisStreamBroker) -> AsyncIterator[None]:
-    """A worker in this process, as ``taskiq worker`` runs one, stopped and shut down after."""
+    """A worker in this process, as ``taskiq worker`` runs one, stopped and shut down after.
+
+    Every step of the stop is bounded: a stop that hangs fails the test with the stacks of the
+    tasks still pending, rather than hanging the test run.
+    """
     receiving = asyncio.ensure_future(run_receiver_task(broker, run_startup=True))
     try:
         yield
@@ -77,9 +84,28 @@ async def running_worker(broker: RedisStreamBroker) -> AsyncIterator[None]:
         # taskiq's receiver can miss a cancellation while the broker's read of the stream is
         # in flight; closing the broker's connections ends that read.
         await asyncio.wait([receiving], timeout=2)
-        await broker.shutdown()
+        await finishes(broker.shutdown(), "the broker's shutdown (the worker's stop included)")
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(receiving, 5)
+            await finishes(receiving, "taskiq's receiver, cancelled and its broker shut down")
+
+
+async def finishes(awaitable: Awaitable[object], what: str) -> None:
+    """Await ``awaitable`` for up to ``SHUTDOWN_TIMEOUT`` seconds; fail the test past that."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait([task], timeout=SHUTDOWN_TIMEOUT)
+    if not done:
+        pytest.fail(f"{what} did not finish in {SHUTDOWN_TIMEOUT:g} s:\n{pending_stacks()}")
+    task.result()
+
+
+def pending_stacks() -> str:
+    """Where each other pending task of the running loop waits, for a failure message."""
+    report = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            print(repr(task), file=report)
+            task.print_stack(file=report)
+    return report.getvalue()
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
