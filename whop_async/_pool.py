@@ -86,11 +86,10 @@ class Pool:
         headers: Mapping[str, str],
     ) -> None:
         self._session = session
-        self._owns_session = session is None
+        self.owns_session = session is None
+        """True for a session we create: we close it, and it sends ``headers`` on every request
+        itself (aiohttp merges a request's own headers one by one, its session's in one copy)."""
         self._headers = headers
-        self.session_sends_headers = self._owns_session
-        """True when the session sends ``headers`` on every request itself (one we created):
-        aiohttp merges a request's own headers one by one, its session's in one copy."""
         self._connection_limit = connection_limit
         self._ssl = ssl
         self._state = _State.UNOPENED
@@ -156,5 +155,5 @@ class Pool:
             return
         self._state = _State.CLOSED
         session, self._session = self._session, None
-        if session is not None and self._owns_session:
+        if session is not None and self.owns_session:
             await session.close()

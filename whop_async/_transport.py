@@ -168,7 +168,7 @@ async def request(
         ClientClosedError: the client was closed, or is used from another event loop.
     """
     headers = {
-        **(config.version_headers if pool.session_sends_headers else config.headers),
+        **(config.version_headers if pool.owns_session else config.headers),
         "Idempotency-Key": idempotency_key,
     }
     try:
