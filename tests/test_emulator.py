@@ -1,16 +1,20 @@
-"""The emulator on its own, spoken to with a plain aiohttp session over real sockets.
+"""The emulator on its own, spoken to with a plain aiohttp session over real sockets, and
+Whop's service underneath it, called without any.
 
 It follows Whop's pages as they are today: ``account_id`` (and its older name ``company_id``),
-``Api-Version-Date``, the idempotency answers (replay, mismatch, in progress), the error shape.
+``Api-Version-Date`` (only released values), the idempotency answers (replay byte for byte,
+mismatch, in progress), the error shape (``type`` always, ``code`` where Whop names one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import re
 import time
+import typing
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,15 +22,18 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from whop_async import AsyncWhop, RateLimit
+from whop_async import API_VERSION, AsyncWhop, RateLimit
 from whop_async.testing import (
     DEFAULT_API_KEY,
+    RELEASED_API_VERSIONS,
     WHOP_RATE_LIMIT,
     Fault,
     RandomFaults,
     ScriptedResponse,
     WhopEmulator,
 )
+from whop_async.testing._limits import FixedWindow
+from whop_async.testing._service import Admitted, Answer, Call, WhopService
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
 VALID: dict[str, Any] = {"account_id": "biz_1", "title": "Hi", "content": "Hello"}
@@ -98,7 +105,7 @@ async def test_it_refuses_a_missing_or_wrong_bearer(
     status, _, body = await post(http, whop_emulator, headers=headers)
 
     assert status == 401
-    assert body == {"error": {"code": "unauthorized", "message": message}}
+    assert body == {"error": {"type": "unauthorized", "message": message}}
     assert whop_emulator.notifications == []
     assert len(whop_emulator.requests) == 1
 
@@ -111,34 +118,101 @@ async def test_with_no_api_key_set_it_accepts_any_bearer(http: aiohttp.ClientSes
 
 
 @pytest.mark.parametrize(
-    ("data", "status", "message"),
+    ("data", "status", "code", "message"),
     [
-        (b"{not json", 400, "Request body is not valid JSON"),
-        (b"[]", 400, "Request body must be a JSON object"),
+        (b"{not json", 400, "invalid_json", "Request body is not valid JSON"),
+        (b"[]", 400, "invalid_json", "Request body must be a JSON object"),
         (
             b'{"account_id":"b","title":"t","content":"c","color":"red"}',
             400,
+            "parameter_invalid",
             "Unknown field: color",
         ),
-        (b'{"account_id":"b","content":"c"}', 400, "Missing required field: title"),
-        (b'{"account_id":"b","title":"t"}', 400, "Missing required field: content"),
-        (b'{"account_id":"b","title":1,"content":"c"}', 400, "title must be a string"),
-        (b'{"account_id":"b","title":null,"content":"c"}', 400, "title must be a string"),
-        (b'{"account_id":1,"title":"t","content":"c"}', 400, "account_id must be a string"),
-        (b'{"account_id":"b","title":"t","content":"c","icon_user_id":true}', 400, "must be an ID"),
-        (b'{"account_id":"b","title":"t","content":"c","user_ids":"u"}', 400, "list of IDs"),
-        (b'{"account_id":"b","title":"t","content":"c","user_ids":[1.5]}', 400, "list of IDs"),
+        (
+            b'{"account_id":"b","content":"c"}',
+            400,
+            "parameter_missing",
+            "Missing required field: title",
+        ),
+        (
+            b'{"account_id":"b","title":"t"}',
+            400,
+            "parameter_missing",
+            "Missing required field: content",
+        ),
+        (
+            b'{"account_id":"b","title":1,"content":"c"}',
+            400,
+            "parameter_invalid",
+            "title must be a string",
+        ),
+        (
+            b'{"account_id":"b","title":null,"content":"c"}',
+            400,
+            "parameter_invalid",
+            "title must be a string",
+        ),
+        (
+            b'{"account_id":1,"title":"t","content":"c"}',
+            400,
+            "parameter_invalid",
+            "account_id must be a string",
+        ),
+        (
+            b'{"account_id":"b","title":"t","content":"c","icon_user_id":true}',
+            400,
+            "parameter_invalid",
+            "must be an ID",
+        ),
+        (
+            b'{"account_id":"b","title":"t","content":"c","user_ids":"u"}',
+            400,
+            "parameter_invalid",
+            "list of IDs",
+        ),
+        (
+            b'{"account_id":"b","title":"t","content":"c","user_ids":[1.5]}',
+            400,
+            "parameter_invalid",
+            "list of IDs",
+        ),
         (
             b'{"title":"t","content":"c"}',
             400,
+            "parameter_missing",
             "Exactly one of experience_id or account_id (formerly company_id) is required",
         ),
-        (b'{"account_id":null,"title":"t","content":"c"}', 400, "Exactly one"),
-        (b'{"account_id":"b","experience_id":"e","title":"t","content":"c"}', 400, "Exactly one"),
-        (b'{"account_id":"b","company_id":"b","title":"t","content":"c"}', 400, "Exactly one"),
-        (b'{"company_id":"b","experience_id":"e","title":"t","content":"c"}', 400, "Exactly one"),
-        (b'{"account_id":"b","title":"  ","content":"c"}', 422, "title must not be empty"),
-        (b'{"account_id":"b","title":"t","content":""}', 422, "content must not be empty"),
+        (b'{"account_id":null,"title":"t","content":"c"}', 400, "parameter_missing", "Exactly one"),
+        (
+            b'{"account_id":"b","experience_id":"e","title":"t","content":"c"}',
+            400,
+            "parameter_invalid",
+            "Exactly one",
+        ),
+        (
+            b'{"account_id":"b","company_id":"b","title":"t","content":"c"}',
+            400,
+            "parameter_invalid",
+            "Exactly one",
+        ),
+        (
+            b'{"company_id":"b","experience_id":"e","title":"t","content":"c"}',
+            400,
+            "parameter_invalid",
+            "Exactly one",
+        ),
+        (
+            b'{"account_id":"b","title":"  ","content":"c"}',
+            422,
+            "parameter_invalid",
+            "title must not be empty",
+        ),
+        (
+            b'{"account_id":"b","title":"t","content":""}',
+            422,
+            "parameter_invalid",
+            "content must not be empty",
+        ),
     ],
 )
 async def test_it_refuses_a_bad_body_with_a_json_error(
@@ -146,13 +220,16 @@ async def test_it_refuses_a_bad_body_with_a_json_error(
     whop_emulator: WhopEmulator,
     data: bytes,
     status: int,
+    code: str,
     message: str,
 ) -> None:
     got_status, _, body = await post(http, whop_emulator, data=data)
 
     assert got_status == status
     assert message in body["error"]["message"]
-    assert set(body["error"]) == {"code", "message"}
+    assert body["error"]["type"] == {400: "bad_request", 422: "unprocessable_entity"}[status]
+    assert body["error"]["code"] == code
+    assert {"type", "code", "message"} <= set(body["error"]) <= {"type", "code", "message", "param"}
     assert whop_emulator.notifications == []
 
 
@@ -421,8 +498,8 @@ async def test_a_key_of_255_characters_is_fine(
 # Api-Version-Date
 
 
-@pytest.mark.parametrize("version", ["2025-01-01", "2026-08-21", "2026-09-22-3", "2026-10-15-12"])
-async def test_a_well_formed_version_is_accepted_and_recorded(
+@pytest.mark.parametrize("version", ["2025-01-01", "2026-08-21", "2026-09-22-3", API_VERSION])
+async def test_a_released_version_is_accepted_and_recorded(
     http: aiohttp.ClientSession, whop_emulator: WhopEmulator, version: str
 ) -> None:
     status, _, _ = await post(http, whop_emulator, headers={**AUTH, "Api-Version-Date": version})
@@ -442,9 +519,13 @@ async def test_without_a_version_header_none_is_recorded(
 
 
 @pytest.mark.parametrize(
-    "version", ["", "latest", "2026-8-21", "2026-13-01", "2026-02-30", "2026-08-21-", "20260821"]
+    "version",
+    [
+        *("", "latest", "2026-8-21", "2026-13-01", "2026-02-30", "2026-08-21-", "20260821"),
+        *("2024-12-31", "2026-08-22", "2026-10-15-12", "2026-10-15-2", "2027-01-01"),
+    ],
 )
-async def test_a_version_of_unknown_format_is_a_400(
+async def test_a_version_whop_never_released_is_a_400(
     http: aiohttp.ClientSession, whop_emulator: WhopEmulator, version: str
 ) -> None:
     status, _, body = await post(http, whop_emulator, headers={**AUTH, "Api-Version-Date": version})
@@ -508,8 +589,8 @@ async def test_fail_next_answers_with_an_error_body(
     statuses = [(await post(http, whop_emulator))[:3:2] for _ in range(3)]
 
     assert statuses == [
-        (502, {"error": {"message": "Scripted failure (502)"}}),
-        (502, {"error": {"message": "Scripted failure (502)"}}),
+        (502, {"error": {"type": "internal_server_error", "message": "Scripted failure (502)"}}),
+        (502, {"error": {"type": "internal_server_error", "message": "Scripted failure (502)"}}),
         (200, {"success": True}),
     ]
 
@@ -745,9 +826,9 @@ async def test_an_endless_body_streams_until_the_client_hangs_up(
 async def test_an_endless_body_stops_at_its_own_limit(
     http: aiohttp.ClientSession, whop_emulator: WhopEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from whop_async.testing import _emulator
+    from whop_async.testing import _faults
 
-    monkeypatch.setattr(_emulator, "_ENDLESS_BODY_LIMIT", 3 * 65536)
+    monkeypatch.setattr(_faults, "_ENDLESS_BODY_LIMIT", 3 * 65536)
     whop_emulator.script(ScriptedResponse(body=b"", fault=Fault.ENDLESS_BODY))
 
     with pytest.raises(aiohttp.ClientPayloadError):
@@ -766,3 +847,289 @@ async def test_an_injected_429_can_carry_retry_after_ms(http: aiohttp.ClientSess
 
     assert rate_limited
     assert all(h["retry-after-ms"] == "5" and h["Retry-After"] == "2" for h in rate_limited)
+
+
+# Exact replays, over sockets
+
+
+async def raw_post(
+    http: aiohttp.ClientSession, emulator: WhopEmulator, body: Any, headers: dict[str, str]
+) -> tuple[int, CIMultiDict[str], bytes]:
+    async with http.post(url(emulator), data=json.dumps(body).encode(), headers=headers) as got:
+        return got.status, CIMultiDict(got.headers), await got.read()
+
+
+@pytest.mark.parametrize("body", [VALID, {**VALID, "title": " "}, {**VALID, "color": "red"}])
+async def test_a_replay_is_the_first_answer_byte_for_byte_plus_the_marker(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator, body: dict[str, Any]
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-exact"}
+
+    first_status, first_headers, first_body = await raw_post(http, whop_emulator, body, headers)
+    status, replay_headers, replay_body = await raw_post(http, whop_emulator, body, headers)
+
+    assert (status, replay_body) == (first_status, first_body)
+    assert "Idempotent-Replayed" not in first_headers
+    assert replay_headers["Idempotent-Replayed"] == "true"
+    for name in ("Content-Type", "Content-Length", "X-Request-Id"):
+        assert replay_headers[name] == first_headers[name], name
+    assert whop_emulator.status_counts == {first_status: 2}
+
+
+# Connections: tracked by the emulator, dropped by closing their transport
+
+
+async def test_close_connections_counts_each_open_connection_once(
+    whop_emulator: WhopEmulator,
+) -> None:
+    async with aiohttp.ClientSession() as one, aiohttp.ClientSession() as two:
+        await post(one, whop_emulator)
+        await post(one, whop_emulator)  # the same keep-alive connection
+        await post(two, whop_emulator)
+
+        closed = whop_emulator.close_connections()
+        again = whop_emulator.close_connections()
+
+    assert (closed, again) == (2, 0)
+
+
+async def test_after_close_connections_the_new_connection_is_tracked(
+    whop_client: AsyncWhop, whop_emulator: WhopEmulator
+) -> None:
+    await whop_client.notifications.create(**VALID)
+    assert whop_emulator.close_connections() == 1
+
+    await whop_client.notifications.create(**VALID)  # the client retries on a new connection
+
+    assert whop_emulator.close_connections() == 1
+
+
+@pytest.mark.parametrize("fault", [Fault.DROP, Fault.ACCEPT_THEN_DROP, Fault.TRUNCATE])
+async def test_a_dropped_connection_ends_its_handler_and_is_not_counted_as_open(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator, fault: Fault
+) -> None:
+    whop_emulator.script(ScriptedResponse(fault=fault))
+    with pytest.raises(aiohttp.ClientError):
+        await post(http, whop_emulator)
+
+    status, _, _ = await post(http, whop_emulator)  # on a new connection
+
+    assert status == 200
+    assert whop_emulator.in_flight == 0
+    assert whop_emulator.close_connections() == 1  # the live one only
+
+
+async def test_stopping_closes_what_the_emulator_tracked(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator() as server:
+        await post(http, server)
+
+    assert server.close_connections() == 0
+
+
+# Api-Version-Date: the released values
+
+
+def test_by_default_the_released_versions_and_api_version_exist() -> None:
+    server = WhopEmulator()
+
+    assert server.api_versions == RELEASED_API_VERSIONS | {API_VERSION}
+    assert {"2025-01-01", "2026-09-22-3", "2026-10-15-1"} <= RELEASED_API_VERSIONS
+    assert "2024-12-31" not in server.api_versions
+
+
+def test_the_released_versions_are_the_ones_whop_sdk_lists() -> None:
+    whop_sdk = pytest.importorskip("whop_sdk")
+    from whop_sdk.types.api_key_api_version_date import ApiKeyApiVersionDate
+
+    listed, _ = typing.get_args(ApiKeyApiVersionDate)
+    sdk_default = inspect.signature(whop_sdk.AsyncWhop).parameters["api_version_date"].default
+
+    assert set(typing.get_args(listed)) == RELEASED_API_VERSIONS
+    assert sdk_default in RELEASED_API_VERSIONS
+
+
+async def test_a_version_whop_never_released_gets_a_400_naming_the_supported_ones(
+    http: aiohttp.ClientSession, whop_emulator: WhopEmulator
+) -> None:
+    headers = {**AUTH, "Api-Version-Date": "2024-12-31"}
+
+    status, _, body = await post(http, whop_emulator, headers=headers)
+
+    assert status == 400
+    error = body["error"]
+    assert (error["type"], error["code"]) == ("bad_request", "invalid_api_version")
+    assert error["message"].startswith("Unknown Api-Version-Date: '2024-12-31'. Supported")
+    assert all(version in error["message"] for version in RELEASED_API_VERSIONS)
+    assert whop_emulator.notifications == []
+
+
+async def test_a_test_can_add_versions_newer_than_the_list(http: aiohttp.ClientSession) -> None:
+    async with WhopEmulator(api_versions=RELEASED_API_VERSIONS | {"2027-01-01"}) as server:
+        newer = await post(http, server, headers={**AUTH, "Api-Version-Date": "2027-01-01"})
+        later = await post(http, server, headers={**AUTH, "Api-Version-Date": "2027-02-01"})
+        server.add_api_versions("2027-02-01")
+        added = await post(http, server, headers={**AUTH, "Api-Version-Date": "2027-02-01"})
+
+    assert (newer[0], later[0], added[0]) == (200, 400, 200)
+    assert {"2027-01-01", "2027-02-01", "2026-08-21"} <= server.api_versions
+
+
+# Whop's service, without sockets
+
+
+SERVICE_KEY = {"Authorization": "Bearer sk"}
+WITH_KEY = {**SERVICE_KEY, "Idempotency-Key": "k-1"}
+
+
+def make_call(body: Any = None, headers: dict[str, str] | None = None, **options: Any) -> Call:
+    encoded = json.dumps(VALID if body is None else body).encode()
+    return Call(headers=SERVICE_KEY if headers is None else headers, body=encoded, **options)
+
+
+def error_of(answer: Answer) -> dict[str, Any]:
+    error: dict[str, Any] = answer.json()["error"]
+    assert {"type", "message"} <= set(error) <= {"type", "code", "message", "param"}, error
+    return error
+
+
+def test_the_service_answers_a_valid_call_and_says_what_it_stored() -> None:
+    answer = WhopService(api_key="sk").answer(make_call(headers=WITH_KEY), now=0.0)
+
+    assert (answer.status, answer.body) == (200, b'{"success":true}')
+    assert answer.headers["X-Request-Id"].startswith("req_")
+    assert answer.notification is not None
+    assert (answer.notification.body, answer.notification.idempotency_key) == (VALID, "k-1")
+
+
+@pytest.mark.parametrize("body", [VALID, {**VALID, "content": ""}, [1]])
+def test_the_service_replays_the_first_answer_byte_for_byte(body: Any) -> None:
+    whop = WhopService(api_key="sk")
+
+    first = whop.answer(make_call(body, WITH_KEY), now=0.0)
+    replay = whop.answer(make_call(body, WITH_KEY), now=1.0)
+
+    assert (replay.status, replay.body) == (first.status, first.body)
+    assert replay.headers == {**first.headers, "Idempotent-Replayed": "true"}
+    assert "Idempotent-Replayed" not in first.headers
+    assert replay.notification is None
+
+
+def test_the_service_holds_a_key_until_its_first_call_completes() -> None:
+    whop = WhopService(api_key="sk")
+    held = whop.admit(make_call(headers=WITH_KEY), now=0.0)
+    assert isinstance(held, Admitted)
+
+    during = whop.answer(make_call(headers=WITH_KEY), now=0.1)
+    other = whop.answer(make_call({**VALID, "title": "Other"}, WITH_KEY), now=0.2)
+    first = whop.complete(held)
+    whop.release(held)
+    after = whop.answer(make_call(headers=WITH_KEY), now=0.3)
+
+    assert during.status == 409
+    assert error_of(during)["type"] == "conflict"
+    assert error_of(during)["code"] == "idempotency_request_in_progress"
+    assert other.status == 400
+    assert (error_of(other)["type"], error_of(other)["code"]) == (
+        "bad_request",
+        "idempotency_key_mismatch",
+    )
+    assert (after.body, after.headers["Idempotent-Replayed"]) == (first.body, "true")
+
+
+def test_a_key_whose_call_never_completed_is_free_again() -> None:
+    whop = WhopService(api_key="sk")
+    held = whop.admit(make_call(headers=WITH_KEY), now=0.0)
+    assert isinstance(held, Admitted)
+
+    whop.release(held)
+    again = whop.answer(make_call(headers=WITH_KEY), now=1.0)
+
+    assert again.status == 200
+    assert again.notification is not None
+
+
+def test_the_service_limits_on_the_time_it_is_given() -> None:
+    whop = WhopService(api_key="sk", limiter=FixedWindow(RateLimit(2, per=60.0)))
+
+    statuses = [whop.answer(make_call(), now=now).status for now in (0.0, 1.0)]
+    refused = whop.answer(make_call(), now=50.0)
+    next_window = whop.answer(make_call(), now=60.0)
+
+    assert statuses == [200, 200]
+    assert refused.status == 429
+    assert refused.json() == {
+        "error": {"type": "rate_limit_exceeded", "message": "Try again in 10 seconds."}
+    }
+    assert "Retry-After" not in refused.headers
+    assert next_window.status == 200
+
+
+def test_the_service_replays_for_the_ttl_on_the_time_it_is_given() -> None:
+    whop = WhopService(api_key="sk", idempotency_ttl=10.0)
+
+    whop.answer(make_call(headers=WITH_KEY), now=0.0)
+    replay = whop.answer(make_call(headers=WITH_KEY), now=10.0)
+    fresh = whop.answer(make_call(headers=WITH_KEY), now=10.5)
+
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    assert "Idempotent-Replayed" not in fresh.headers
+    assert fresh.notification is not None
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "kind", "code", "param"),
+    [
+        (make_call(method="GET", headers={}), 404, "not_found", None, None),
+        (make_call(headers={}), 401, "unauthorized", None, None),
+        (make_call(headers={"authorization": "Bearer nope"}), 401, "unauthorized", None, None),
+        (
+            make_call(headers={**SERVICE_KEY, "api-version-date": "2024-12-31"}),
+            400,
+            "bad_request",
+            "invalid_api_version",
+            None,
+        ),
+        (
+            make_call(headers={**SERVICE_KEY, "Idempotency-Key": "k" * 256}),
+            400,
+            "bad_request",
+            "invalid_idempotency_key",
+            None,
+        ),
+        (Call(headers=SERVICE_KEY, body=b"{"), 400, "bad_request", "invalid_json", None),
+        (
+            make_call({"account_id": "b", "content": "c"}),
+            400,
+            "bad_request",
+            "parameter_missing",
+            "title",
+        ),
+        (make_call({"title": "t", "content": "c"}), 400, "bad_request", "parameter_missing", None),
+        (make_call({**VALID, "color": "red"}), 400, "bad_request", "parameter_invalid", "color"),
+        (
+            make_call({**VALID, "user_ids": "u"}),
+            400,
+            "bad_request",
+            "parameter_invalid",
+            "user_ids",
+        ),
+        (
+            make_call({**VALID, "title": ""}),
+            422,
+            "unprocessable_entity",
+            "parameter_invalid",
+            "title",
+        ),
+    ],
+)
+def test_every_error_of_the_service_has_whops_shape(
+    call: Call, status: int, kind: str, code: str | None, param: str | None
+) -> None:
+    answer = WhopService(api_key="sk").answer(call, now=0.0)
+
+    assert answer.status == status
+    assert answer.headers["Content-Type"] == "application/json"
+    error = error_of(answer)
+    assert (error["type"], error.get("code"), error.get("param")) == (kind, code, param)
+    assert error["message"]
+    assert answer.notification is None

@@ -1,18 +1,16 @@
 """A Whop API emulator: a real aiohttp.web server on loopback that speaks ``POST /notifications``.
 
-It answers as Whop's pages say (401 without the right bearer key, 429 over Whop's documented
-rate limit, 400 for an unknown ``Api-Version-Date`` or a bad body, 200 ``{"success": true}``
-otherwise), honours ``Idempotency-Key`` as Whop does (replays, 400 ``idempotency_key_mismatch``,
-409 ``idempotency_request_in_progress``; see ``_whop_rules.py``), records what it saw, and can
-be told to misbehave: scripted responses, dropped connections, hangs, slow, truncated or
-endless bodies, random faults.
+This module is the server's lifecycle, its controls and what it records. Whop's behaviour
+(401, 429, 400 for a version Whop never released or a bad body, idempotency, 200) is the
+socket-free ``WhopService`` (``_service.py``, ``_whop_rules.py``); the trouble it can be told
+to make (scripted answers, dropped connections, hangs, broken bodies, random faults) is
+``_faults.py``. The emulator is an oracle: it shares nothing with the client's limiter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import random
 import socket
@@ -25,17 +23,11 @@ from typing import Any, Final
 from aiohttp import web
 
 from .._ratelimit import RateLimit
-from ._limits import Limiter, TokenBucket, Window, make_window, most_in_any_window
-from ._script import Fault, RandomFaults, ReceivedNotification, ReceivedRequest, ScriptedResponse
-from ._whop_rules import (
-    API_VERSION_HEADER,
-    Fingerprint,
-    IdempotencyStore,
-    api_version_problem,
-    json_error,
-    request_id,
-    validate_notification,
-)
+from ._faults import Connections, draw_random_fault, fault_label, play, scripted_failure
+from ._limits import Window, make_limiter, most_in_any_window
+from ._script import RandomFaults, ReceivedNotification, ReceivedRequest, ScriptedResponse
+from ._service import IDEMPOTENCY_TTL, NOTIFICATIONS_PATH, Answer, Call, WhopService
+from ._whop_rules import API_VERSION_HEADER
 
 __all__ = ["DEFAULT_API_KEY", "WHOP_RATE_LIMIT", "WhopEmulator"]
 
@@ -43,13 +35,6 @@ __all__ = ["DEFAULT_API_KEY", "WHOP_RATE_LIMIT", "WhopEmulator"]
 DEFAULT_API_KEY: Final = "whop_test_key"
 #: Whop's documented limit: 600 requests per minute per API operation and credential.
 WHOP_RATE_LIMIT: Final = RateLimit(600, per=60.0)
-_OPERATION: Final = "POST /notifications"
-#: An endless body stops after this many bytes even if the client never hangs up.
-_ENDLESS_BODY_LIMIT: Final = 256 * 1024 * 1024
-#: How long Whop replays the first answer to an idempotency key: 24 hours.
-_IDEMPOTENCY_TTL: Final = 24 * 3600.0
-#: Whop's longest idempotency key.
-_MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
 
 
 class WhopEmulator:
@@ -61,11 +46,10 @@ class WhopEmulator:
 
     Args:
         api_key: The only bearer token accepted; ``None`` accepts any non-empty one.
-        rate_limit: Whop's limit, per bearer token and operation: 600 per 60 s by default (as
-            documented); ``RateLimit(60, per=6.0)`` makes the same rate testable in seconds;
-            ``None`` for no limit. Over it, the answer is Whop's documented 429,
-            ``{"error": {"type": "rate_limit_exceeded", "message": "Try again in N seconds."}}``,
-            with no ``Retry-After``. A refused request does not count.
+        rate_limit: Whop's limit per bearer token and operation, 600 per 60 s as documented;
+            ``RateLimit(60, per=6.0)`` is the same rate, testable in seconds; ``None``: none.
+            Over it comes Whop's 429, the wait in its message (``"Try again in N seconds."``)
+            and no ``Retry-After``. A refused request does not count.
         rate_limit_window: ``"fixed"`` (windows of ``per`` seconds on the clock) or
             ``"sliding"`` (any ``per`` seconds); Whop does not say which it uses.
         rate_limit_headers: Also send ``Retry-After`` (whole seconds) with the 429, which Whop
@@ -76,11 +60,11 @@ class WhopEmulator:
         record_requests: Keep every request in ``requests``; turn off for long soaks.
         ssl_context: Serve HTTPS with this context (for TLS tests).
         response_delay: Seconds the handling of every request takes (a slow but healthy
-            server). A request's idempotency key is held meanwhile: another request with the
-            same key gets Whop's 409 ``idempotency_request_in_progress``.
-        api_versions: The ``Api-Version-Date`` values that exist; others get a 400. ``None``
-            (the default) accepts every well-formed one: a date, optionally with ``-N``
-            (``2026-08-21``, ``2026-09-22-3``).
+            server), its idempotency key held meanwhile: a request with the same key gets
+            Whop's 409 ``idempotency_request_in_progress``.
+        api_versions: The ``Api-Version-Date`` values that exist; others get Whop's 400. By
+            default the released ones (``RELEASED_API_VERSIONS``) and ``API_VERSION``; newer
+            ones with ``RELEASED_API_VERSIONS | {...}`` or ``add_api_versions()``.
         idempotency_ttl: Seconds a first answer is replayed to its key (Whop: 24 hours).
 
     Scripted answers and random faults stand in for trouble in front of Whop (a proxy, the
@@ -101,31 +85,25 @@ class WhopEmulator:
         ssl_context: Any = None,
         response_delay: float = 0.0,
         api_versions: Collection[str] | None = None,
-        idempotency_ttl: float = _IDEMPOTENCY_TTL,
+        idempotency_ttl: float = IDEMPOTENCY_TTL,
     ) -> None:
-        self.api_key = api_key
         self.rate_limit = rate_limit
         self.rate_limit_window = rate_limit_window
-        self.rate_limit_headers = rate_limit_headers
-        self._limiter: Limiter | None = None
-        if token_bucket is not None:
-            self._limiter = TokenBucket(token_bucket)
-            self.rate_limit_headers = True
-        elif rate_limit is not None:
-            if not isinstance(rate_limit, RateLimit):
-                raise TypeError(
-                    f"rate_limit must be a RateLimit or None, got {type(rate_limit).__name__} "
-                    "(token_bucket=N is the older per-second model)"
-                )
-            self._limiter = make_window(rate_limit, rate_limit_window)
+        self.rate_limit_headers = rate_limit_headers or token_bucket is not None
+        self._service = WhopService(
+            api_key=api_key,
+            limiter=make_limiter(rate_limit, rate_limit_window, token_bucket),
+            rate_limit_headers=self.rate_limit_headers,
+            api_versions=api_versions,
+            idempotency_ttl=idempotency_ttl,
+        )
         self.random_faults = random_faults
         self.record_requests = record_requests
         self.response_delay = response_delay
-        self.api_versions = None if api_versions is None else frozenset(api_versions)
         self._ssl_context = ssl_context
         self._random = random.Random(random_faults.seed if random_faults else 0)
         self._script: deque[ScriptedResponse] = deque()
-        self._idempotency = IdempotencyStore(idempotency_ttl)
+        self._connections = Connections()
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.requests: list[ReceivedRequest] = []
@@ -136,7 +114,23 @@ class WhopEmulator:
         self.peak_in_flight = 0
         self.port = 0
 
-    # lifecycle
+    @property
+    def api_key(self) -> str | None:
+        """The only bearer token accepted (``None``: any non-empty one)."""
+        return self._service.api_key
+
+    @api_key.setter
+    def api_key(self, api_key: str | None) -> None:
+        self._service.api_key = api_key
+
+    @property
+    def api_versions(self) -> frozenset[str]:
+        """The ``Api-Version-Date`` values that exist; any other gets a 400."""
+        return self._service.api_versions
+
+    @api_versions.setter
+    def api_versions(self, versions: Collection[str]) -> None:
+        self._service.api_versions = frozenset(versions)
 
     @property
     def url(self) -> str:
@@ -149,11 +143,13 @@ class WhopEmulator:
         """What to pass as a client's ``base_url``."""
         return f"{self.url}/api/v1"
 
+    # lifecycle
+
     async def start(self) -> None:
         """Bind a free port on 127.0.0.1 and start serving."""
         self._stopping = asyncio.Event()
         app = web.Application()
-        app.router.add_post("/api/v1/notifications", self._handle_notification)
+        app.router.add_post(NOTIFICATIONS_PATH, self._handle_notification)
         app.router.add_route("*", "/{tail:.*}", self._handle_other)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=0.5
@@ -163,8 +159,7 @@ class WhopEmulator:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context)
-        await site.start()
+        await web.SockSite(self._runner, sock, ssl_context=self._ssl_context).start()
 
     async def stop(self) -> None:
         """Release hanging handlers, close connections and free the port."""
@@ -173,6 +168,7 @@ class WhopEmulator:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        self._connections.close_all()
 
     async def __aenter__(self) -> WhopEmulator:
         await self.start()
@@ -194,7 +190,7 @@ class WhopEmulator:
 
     def fail_next(self, count: int, *, status: int = 500, **kwargs: Any) -> None:
         """Answer the next ``count`` requests with ``status`` and an error body."""
-        body = kwargs.pop("body", {"error": {"message": f"Scripted failure ({status})"}})
+        body = kwargs.pop("body", scripted_failure(status))
         self.script(*(ScriptedResponse(status=status, body=body, **kwargs) for _ in range(count)))
 
     @property
@@ -202,10 +198,14 @@ class WhopEmulator:
         """How many scripted answers are still queued."""
         return len(self._script)
 
+    def add_api_versions(self, *versions: str) -> None:
+        """Make newer ``Api-Version-Date`` values exist, e.g. one Whop released after this list."""
+        self._service.api_versions |= frozenset(versions)
+
     def reset(self) -> None:
         """Forget recorded traffic, idempotency keys and their answers, and the script."""
         self._script.clear()
-        self._idempotency.clear()
+        self._service.reset()
         self.requests.clear()
         self.notifications.clear()
         self.status_counts.clear()
@@ -218,14 +218,9 @@ class WhopEmulator:
         A client that pooled one of them finds it dead on its next request, as it would when a
         server or a load balancer times out idle connections.
         """
-        if self._runner is None or self._runner.server is None:
-            return 0
-        closed = 0
-        for handler in self._runner.server.connections:
-            if handler.transport is not None and not handler.transport.is_closing():
-                handler.transport.close()
-                closed += 1
-        return closed
+        return self._connections.close_all()
+
+    # recording
 
     def busiest_window(self, per: float) -> int:
         """The most requests received in any ``per`` seconds (of those kept in ``requests``)."""
@@ -235,196 +230,72 @@ class WhopEmulator:
         """The idempotency key of each accepted notification, in arrival order."""
         return [notification.idempotency_key for notification in self.notifications]
 
-    # handlers
+    # handlers: aiohttp in, the service or a fault out
 
     async def _handle_other(self, request: web.Request) -> web.StreamResponse:
-        await self._record(request)
-        return self._count(
-            json_error(404, f"No route for {request.method} {request.path}", "not_found")
-        )
+        call = await self._receive(request)
+        return self._respond(self._service.answer(call, time.monotonic()))
 
     async def _handle_notification(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            body = await self._record(request)
-            return await self._answer(request, body)
+            call = await self._receive(request)
+            scripted = (
+                self._script.popleft()
+                if self._script
+                else draw_random_fault(self.random_faults, self._random)
+            )
+            if scripted is None:
+                return self._respond(await self._serve(call, delay=self.response_delay))
+            self._count(fault_label(scripted))
+            return await play(
+                request, scripted, sleep=self._sleep, accept=lambda: self._serve(call)
+            )
         finally:
             self.in_flight -= 1
 
-    async def _record(self, request: web.Request) -> bytes:
-        body = await request.read()
+    async def _receive(self, request: web.Request) -> Call:
+        """Read and record the request; remember its connection."""
+        headers, body = request.headers, await request.read()
+        self._connections.track(request.transport)
         self.request_count += 1
         if self.record_requests:
+            version = headers.get(API_VERSION_HEADER)
             self.requests.append(
                 ReceivedRequest(
-                    method=request.method,
-                    path=request.path,
-                    headers=dict(request.headers),
-                    body=body,
-                    received_at=time.monotonic(),
-                    api_version=request.headers.get(API_VERSION_HEADER),
+                    request.method, request.path, dict(headers), body, time.monotonic(), version
                 )
             )
-        return body
-
-    def _count(
-        self, response: web.StreamResponse, key: int | str | None = None
-    ) -> web.StreamResponse:
-        label = response.status if key is None else key
-        self.status_counts[label] = self.status_counts.get(label, 0) + 1
-        return response
-
-    async def _answer(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        if self._script:
-            return await self._scripted(request, body, self._script.popleft())
-        injected = self._draw_random_fault()
-        if injected is not None:
-            return await self._scripted(request, body, injected)
-        return self._count(await self._serve(request, body, delay=self.response_delay))
-
-    async def _serve(
-        self, request: web.Request, body: bytes, *, delay: float = 0.0
-    ) -> web.Response:
-        """The real behaviour: authenticate, limit, check the version and the key, then handle.
-
-        Handling (``delay`` seconds, then validating and storing) happens with the request's
-        idempotency key held, and its answer, 2xx or 4xx, is kept for replays.
-        """
-        denied = self._authenticate(request)
-        if denied is not None:
-            return denied
-        limited = self._rate_limited(request)
-        if limited is not None:
-            return limited
-        version = request.headers.get(API_VERSION_HEADER)
-        if version is not None:
-            problem = api_version_problem(version, self.api_versions)
-            if problem is not None:
-                return json_error(400, problem, "invalid_api_version")
-        key = request.headers.get("Idempotency-Key")
-        if key is None:
-            if delay:
-                await self._sleep(delay)
-            return self._handle(request, body, None)
-        if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY_LENGTH:
-            return json_error(
-                400,
-                f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY_LENGTH} characters",
-                "invalid_idempotency_key",
-            )
-        scope = (_bearer_token(request), key)
-        fingerprint = Fingerprint(request.method, request.path, request.query_string, body, version)
-        entry = self._idempotency.begin(scope, fingerprint, time.monotonic())
-        if isinstance(entry, web.Response):
-            return entry
-        try:
-            if delay:
-                await self._sleep(delay)
-            response = self._handle(request, body, key)
-            self._idempotency.finish(scope, entry, response)
-        finally:
-            self._idempotency.abandon(scope, entry)
-        return response
-
-    def _handle(self, request: web.Request, body: bytes, key: str | None) -> web.Response:
-        """Validate the body, and queue the notification it describes."""
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return json_error(400, "Request body is not valid JSON", "invalid_json")
-        problem = validate_notification(payload)
-        if problem is not None:
-            return json_error(400 if problem[0] == "bad_request" else 422, problem[1], problem[0])
-        self.notifications.append(
-            ReceivedNotification(
-                body=payload,
-                headers=dict(request.headers),
-                idempotency_key=key,
-                api_version=request.headers.get(API_VERSION_HEADER),
-            )
-        )
-        return web.Response(
-            body=b'{"success":true}',
-            content_type="application/json",
-            headers={"X-Request-Id": request_id()},
-        )
-
-    def _authenticate(self, request: web.Request) -> web.Response | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme != "Bearer" or not token:
-            return json_error(401, "Missing bearer token", "unauthorized")
-        if self.api_key is not None and token != self.api_key:
-            return json_error(401, "Invalid API key", "unauthorized")
-        return None
-
-    async def _scripted(
-        self, request: web.Request, body: bytes, scripted: ScriptedResponse
-    ) -> web.StreamResponse:
-        if scripted.delay and scripted.fault is not Fault.SLOW_BODY:
-            await self._sleep(scripted.delay)
-        fault = scripted.fault
-        if fault is Fault.HANG:
-            await self._sleep(math.inf)
-        if fault is Fault.ACCEPT_THEN_DROP:
-            await self._serve(request, body)
-        if fault in (Fault.DROP, Fault.ACCEPT_THEN_DROP, Fault.HANG):
-            self._count(web.Response(status=599), key=fault.value)
-            return _drop(request)
-        raw, content_type = _encode(scripted.body, scripted.content_type)
-        headers = {"Content-Type": content_type, **scripted.headers}
-        self._count(web.Response(status=scripted.status), key=scripted.status)
-        if fault is Fault.NONE:
-            return web.Response(status=scripted.status, body=raw, headers=headers)
-        response = web.StreamResponse(status=scripted.status, headers=headers)
-        if fault is not Fault.ENDLESS_BODY:
-            response.content_length = len(raw)
-        await response.prepare(request)
-        if fault is Fault.TRUNCATE:
-            await response.write(raw[: len(raw) // 2])
-            return _drop(request)
-        if fault is Fault.ENDLESS_BODY:
-            return await _write_endlessly(request, response, raw or b" ")
-        for index in range(len(raw)):  # Fault.SLOW_BODY
-            await response.write(raw[index : index + 1])
-            await self._sleep(scripted.delay)
-        await response.write_eof()
-        return response
-
-    def _draw_random_fault(self) -> ScriptedResponse | None:
-        faults = self.random_faults
-        if faults is None or self._random.random() >= faults.rate:
-            return None
-        kind = self._random.randrange(4 if faults.rate_limits else 3)
-        if kind == 0:
-            return ScriptedResponse(status=500, body={"error": {"message": "Injected 500"}})
-        if kind == 1:
-            return ScriptedResponse(fault=Fault.DROP)
-        if kind == 2:
-            return ScriptedResponse(fault=Fault.ACCEPT_THEN_DROP)
-        headers = {"Retry-After": faults.retry_after}
-        if faults.retry_after_ms is not None:
-            headers["retry-after-ms"] = faults.retry_after_ms
-        return ScriptedResponse(
-            status=429, body={"error": {"message": "Injected rate limit"}}, headers=headers
-        )
-
-    def _rate_limited(self, request: web.Request) -> web.Response | None:
-        """Whop's 429 when this credential is over its limit for the operation, else ``None``."""
-        if self._limiter is None:
-            return None
-        wait = self._limiter.take(f"{_bearer_token(request)}\0{_OPERATION}", time.monotonic())
-        if wait is None:
-            return None
-        seconds = max(1, math.ceil(wait))
-        headers = {"Retry-After": str(seconds)} if self.rate_limit_headers else None
-        return json_error(
-            429,
-            f"Try again in {seconds} second{'s' if seconds != 1 else ''}.",
-            "rate_limit_exceeded",
+        return Call(
+            method=request.method,
+            path=request.path,
+            query=request.query_string,
             headers=headers,
+            body=body,
         )
+
+    async def _serve(self, call: Call, *, delay: float = 0.0) -> Answer:
+        """Whop's answer; handling takes ``delay`` seconds with the request's key held."""
+        admitted = self._service.admit(call, time.monotonic())
+        if isinstance(admitted, Answer):
+            return admitted
+        try:
+            if delay:
+                await self._sleep(delay)
+            answer = self._service.complete(admitted)
+        finally:
+            self._service.release(admitted)
+        if answer.notification is not None:
+            self.notifications.append(answer.notification)
+        return answer
+
+    def _respond(self, answer: Answer) -> web.Response:
+        self._count(answer.status)
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+    def _count(self, label: int | str) -> None:
+        self.status_counts[label] = self.status_counts.get(label, 0) + 1
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when the emulator stops, so shutdown never waits on a hang."""
@@ -432,36 +303,3 @@ class WhopEmulator:
         timeout = None if math.isinf(seconds) else seconds
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout)
-
-
-def _bearer_token(request: web.Request) -> str:
-    return request.headers.get("Authorization", "").partition(" ")[2]
-
-
-def _drop(request: web.Request) -> web.StreamResponse:
-    """Close the client's connection without (finishing) an answer."""
-    transport = request.transport
-    if transport is not None:
-        transport.close()
-    raise asyncio.CancelledError  # aiohttp treats a cancelled handler as a dropped connection
-
-
-async def _write_endlessly(
-    request: web.Request, response: web.StreamResponse, chunk: bytes
-) -> web.StreamResponse:
-    """Repeat ``chunk`` (grown to 64 KiB) until the client hangs up or the limit is reached."""
-    chunk = chunk * max(1, 65536 // len(chunk))
-    sent = 0
-    with contextlib.suppress(ConnectionError):  # the client read enough and hung up
-        while sent < _ENDLESS_BODY_LIMIT:
-            await response.write(chunk)
-            sent += len(chunk)
-    return _drop(request)
-
-
-def _encode(body: Any, content_type: str) -> tuple[bytes, str]:
-    if isinstance(body, bytes):
-        return body, content_type
-    if isinstance(body, str):
-        return body.encode(), content_type
-    return json.dumps(body).encode(), "application/json"

@@ -22,6 +22,7 @@ __all__ = [
     "SlidingWindow",
     "TokenBucket",
     "Window",
+    "make_limiter",
     "make_window",
     "most_in_any_window",
 ]
@@ -109,3 +110,19 @@ def make_window(limit: RateLimit, window: Window) -> Limiter:
     if window == "sliding":
         return SlidingWindow(limit)
     raise ValueError(f"rate_limit_window must be 'fixed' or 'sliding', got {window!r}")
+
+
+def make_limiter(
+    rate_limit: RateLimit | None, window: Window, token_bucket: float | None
+) -> Limiter | None:
+    """The emulator's limiter: a ``TokenBucket`` if asked for, else Whop's window, else none."""
+    if token_bucket is not None:
+        return TokenBucket(token_bucket)
+    if rate_limit is None:
+        return None
+    if not isinstance(rate_limit, RateLimit):
+        raise TypeError(
+            f"rate_limit must be a RateLimit or None, got {type(rate_limit).__name__} "
+            "(token_bucket=N is the older per-second model)"
+        )
+    return make_window(rate_limit, window)
