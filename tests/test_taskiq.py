@@ -1,5 +1,6 @@
 """whop_async.taskiq against a real redis-server and taskiq-redis's RedisStreamBroker: the key is
-fixed at enqueue time, workers send through one client, and a redelivered task is replayed."""
+fixed at enqueue time, workers send through one client, a redelivered task is replayed, and a
+``taskiq worker`` stopped with SIGTERM hands back at once what it took and did not start."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import contextlib
 import io
 import json
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,12 @@ __all__ = ["redis_server", "redis_url"]  # fixtures used by name
 DEFAULT_BACKOFF = Backoff()
 #: How long a worker's shutdown may take before the test fails, showing what was stuck.
 SHUTDOWN_TIMEOUT = 10.0
+TESTS_DIR = Path(__file__).resolve().parent
+#: The drain test's workers: a message goes to another worker after this long (10 minutes)...
+DRAIN_IDLE_TIMEOUT_MS = 600_000
+#: ... and each of its steps fails past this, so the test ends within a minute, far less:
+#: none of its messages can have waited for that.
+DRAIN_STEP_TIMEOUT = 15.0
 
 
 def notification(index: int) -> dict[str, Any]:
@@ -122,6 +134,84 @@ async def queued_messages(redis_url: str, queue: str) -> list[dict[str, Any]]:
     return [json.loads(fields[b"data"]) for _, fields in entries]
 
 
+def drain_worker_broker() -> RedisStreamBroker:
+    """The broker of a ``taskiq worker`` process of the drain test (which imports this module).
+
+    It reads every queued message in its first read (``xread_count``), so that once it is
+    stopped most of them are taken and not started; Redis, queue and server come from the
+    environment the test sets.
+    """
+    broker = stream_broker(
+        os.environ["WHOP_ASYNC_TEST_REDIS_URL"],
+        os.environ["WHOP_ASYNC_TEST_QUEUE"],
+        idle_timeout=DRAIN_IDLE_TIMEOUT_MS,
+        xread_count=1000,
+        # As docs/scaling.md advises before Python 3.12: an idle worker can otherwise miss the
+        # stop of its stream read, and never exit.
+        socket_timeout=None,
+    )
+
+    def make_client() -> AsyncWhop:
+        return AsyncWhop(
+            os.environ["WHOP_API_KEY"], base_url=os.environ["WHOP_BASE_URL"], rate_limit=None
+        )
+
+    register_notification_task(broker, client_factory=make_client)
+    return broker
+
+
+@contextlib.contextmanager
+def taskiq_worker(environment: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``taskiq worker`` (one worker process, 5 tasks at a time) in a session of its own.
+
+    On leaving, whatever is left of the session (the CLI and its worker process) is killed, so
+    a failing test leaves no process behind.
+    """
+    command = [
+        sys.executable, "-m", "taskiq", "worker", "test_taskiq:drain_worker_broker",
+        "--app-dir", str(TESTS_DIR), "--workers", "1", "--max-async-tasks", "5",
+    ]  # fmt: skip
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter's taskiq
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **environment},
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(SHUTDOWN_TIMEOUT)
+
+
+async def exits(process: subprocess.Popen[bytes], log: Path) -> int:
+    """Wait for ``process`` to exit; fail the test with its log past ``SHUTDOWN_TIMEOUT``."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await until(lambda: process.poll() is not None, SHUTDOWN_TIMEOUT)
+    if process.returncode is None:
+        pytest.fail(f"the worker did not exit after SIGTERM:\n{log_tail(log)}")
+    return process.returncode
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+def handed_back(log: Path) -> int:
+    """How many notifications the worker's log says it handed back on shutdown."""
+    found = re.findall(r"Handed back (\d+) notifications", log.read_text(errors="replace"))
+    return sum(int(count) for count in found)
+
+
+async def pending_count(redis_url: str, queue: str) -> int:
+    async with aioredis.Redis.from_url(redis_url) as redis:
+        count: int = (await redis.xpending(queue, "taskiq"))["pending"]
+    return count
+
+
 @pytest.fixture
 def queue() -> str:
     return f"notifications-{uuid.uuid4().hex[:8]}"
@@ -156,11 +246,19 @@ async def test_a_redelivered_task_is_replayed_by_whop_not_sent_twice(
     redis_url: str, queue: str
 ) -> None:
     async with WhopEmulator() as server:
+        made: list[AsyncWhop] = []
+        make_client = client_factory(server, redis_url)
+
+        def make_and_keep() -> AsyncWhop:
+            made.append(make_client())
+            return made[-1]
+
         doomed = stream_broker(redis_url, queue, consumer_name="doomed")
-        task = register_notification_task(doomed, client_factory=client_factory(server, redis_url))
+        task = register_notification_task(doomed, client_factory=make_and_keep)
         await doomed.startup()
         keys = [await enqueue_notification(task, notification(i)) for i in range(4)]
-        # The doomed worker takes every message and sends it, then dies before acknowledging.
+        # The doomed worker takes every message and sends it, then dies before acknowledging:
+        # its worker shutdown, which would hand the messages back, never runs.
         doomed.is_worker_process = True
         receiver = Receiver(doomed)
         messages = doomed.listen()
@@ -168,7 +266,7 @@ async def test_a_redelivered_task_is_replayed_by_whop_not_sent_twice(
             taken = await anext(messages)
             await receiver.callback(taken.data)  # plain bytes: never acknowledged
         await messages.aclose()
-        await doomed.shutdown()
+        await die(doomed, made)
         assert server.request_count == 4
 
         survivor = stream_broker(redis_url, queue, consumer_name="survivor", idle_timeout=300)
@@ -181,6 +279,19 @@ async def test_a_redelivered_task_is_replayed_by_whop_not_sent_twice(
     assert len(server.notifications) == 4
     assert sorted(server.idempotency_keys()) == sorted(keys)  # type: ignore[type-var]
     assert server.status_counts == {200: 8}
+
+
+async def die(broker: RedisStreamBroker, clients: list[AsyncWhop]) -> None:
+    """Stop a worker's broker as if its process had been killed: no worker shutdown runs.
+
+    Only what the test process would leak otherwise is closed: the clients and the broker's
+    connections.
+    """
+    broker.is_worker_process = False
+    await broker.shutdown()
+    for client in clients:
+        await client.close()
+        await client.rate_limiter.aclose()
 
 
 async def test_a_send_that_can_succeed_later_is_retried_with_the_same_key(
@@ -201,6 +312,53 @@ async def test_a_send_that_can_succeed_later_is_retried_with_the_same_key(
 
     assert server.idempotency_keys() == [key]
     assert server.status_counts == {500: 3, 200: 1}
+
+
+async def test_a_worker_stopped_with_sigterm_finishes_what_it_started_and_hands_back_the_rest(
+    redis_url: str, queue: str, tmp_path: Path
+) -> None:
+    items, stop_after = 300, 100
+    async with WhopEmulator(rate_limit=None, response_delay=0.1) as server:  # 50 a second
+        enqueuer = stream_broker(redis_url, queue)
+        task = register_notification_task(enqueuer, client_factory=AsyncWhop)
+        await enqueuer.startup()
+        keys = [await enqueue_notification(task, notification(i)) for i in range(items)]
+        await enqueuer.shutdown()
+        environment = {
+            "WHOP_ASYNC_TEST_REDIS_URL": redis_url,
+            "WHOP_ASYNC_TEST_QUEUE": queue,
+            "WHOP_API_KEY": str(server.api_key),
+            "WHOP_BASE_URL": server.base_url,
+        }
+
+        first_log = tmp_path / "first-worker.log"
+        with taskiq_worker(environment, first_log) as first:
+            await until(lambda: len(server.notifications) >= stop_after, DRAIN_STEP_TIMEOUT)
+            first.send_signal(signal.SIGTERM)
+            assert await exits(first, first_log) == 0, log_tail(first_log)
+        stored_by_first = len(server.notifications)
+        pending_after_first = await pending_count(redis_url, queue)
+
+        second_log = tmp_path / "second-worker.log"
+        with taskiq_worker(environment, second_log) as second:
+            with contextlib.suppress(asyncio.TimeoutError):  # the asserts below say what is missing
+                await until(lambda: len(server.notifications) == items, DRAIN_STEP_TIMEOUT)
+            second.send_signal(signal.SIGTERM)
+            assert await exits(second, second_log) == 0, log_tail(second_log)
+
+    # The first worker took all 300 in one read and stopped part way: it finished and
+    # acknowledged what it had started and handed back the rest, which the second worker
+    # read at once (no sweep or reclaim runs in under 10 minutes).
+    assert stop_after <= stored_by_first < items
+    assert pending_after_first == 0, log_tail(first_log)
+    assert handed_back(first_log) == items - stored_by_first
+    # Each of the 300 stored exactly once, each sent once: none started twice.
+    assert len(server.notifications) == items, log_tail(second_log)
+    assert sorted(server.idempotency_keys()) == sorted(keys)  # type: ignore[type-var]
+    assert len(set(keys)) == items
+    assert server.request_count == items
+    assert server.status_counts == {200: items}
+    assert await pending_count(redis_url, queue) == 0
 
 
 async def until_acknowledged(redis: aioredis.Redis, queue: str) -> None:
@@ -231,6 +389,52 @@ async def test_redeliver_abandoned_moves_only_messages_idle_long_enough(
             assert await redis.xlen(queue) == 3  # back on the stream, once each
     finally:
         await broker.shutdown()
+
+
+async def test_a_stopping_worker_hands_back_only_what_its_consumer_holds_unacknowledged(
+    redis_url: str, queue: str, whop_logs: list[logging.LogRecord]
+) -> None:
+    stopping = stream_broker(redis_url, queue, consumer_name="stopping", xread_count=150)
+    task = register_notification_task(stopping, client_factory=AsyncWhop)
+    await stopping.startup()
+    keys = [await enqueue_notification(task, notification(i)) for i in range(153)]
+    other = stream_broker(redis_url, queue, consumer_name="other", xread_count=3)
+    taken = await take(stopping, 150)  # more than one run of the script
+    held_by_other = await take(other, 3)
+    for message in taken[:10]:
+        await message.ack()  # finished
+    async with aioredis.Redis.from_url(redis_url) as redis:
+        held = await redis.xpending_range(queue, "taskiq", "-", "+", 200, "stopping")
+        await redis.xdel(queue, held[-1]["message_id"])  # gone, as maxlen does: the 150th
+
+        stopping.is_worker_process = True
+        await stopping.shutdown()
+
+        assert await redis.xpending_range(queue, "taskiq", "-", "+", 200, "stopping") == []
+        assert len(await redis.xpending_range(queue, "taskiq", "-", "+", 200, "other")) == 3
+        assert await redis.xlen(queue) == 153 - 1
+    reader = stream_broker(redis_url, queue, consumer_name="next")
+    handed_back = await take(reader, 139)  # read as new messages, at once
+    await reader.shutdown()
+    await other.shutdown()
+
+    def key(message: Any) -> str:
+        return str(json.loads(message.data)["args"][0]["idempotency_key"])
+
+    assert sorted(map(key, handed_back)) == sorted(keys[10:149])
+    assert sorted(map(key, held_by_other)) == sorted(keys[150:])
+    assert [r.getMessage() for r in whop_logs if r.levelno == logging.INFO] == [
+        "Handed back 139 notifications this worker took and did not start"
+    ]
+
+
+async def take(broker: RedisStreamBroker, count: int) -> list[Any]:
+    """Read ``count`` messages as ``broker``'s consumer, leaving them unacknowledged."""
+    messages = broker.listen()
+    try:
+        return [await asyncio.wait_for(anext(messages), 5.0) for _ in range(count)]
+    finally:
+        await messages.aclose()
 
 
 async def test_enqueue_refuses_bad_notifications_and_conflicting_keys(
@@ -308,7 +512,8 @@ async def test_a_worker_whose_redis_went_away_warns_and_keeps_sweeping(
     await broker.startup()  # the worker's startup starts the sweeper
     server.stop()
     await until(lambda: len([r for r in whop_logs if r.levelno == logging.WARNING]) >= 2)
-    await broker.shutdown()
+    await broker.shutdown()  # nothing can be handed back either
 
-    warnings = {r.getMessage() for r in whop_logs if r.levelno == logging.WARNING}
-    assert all(message.startswith("Could not sweep abandoned") for message in warnings)
+    warnings = [r.getMessage() for r in whop_logs if r.levelno == logging.WARNING]
+    assert all(message.startswith("Could not sweep abandoned") for message in warnings[:-1])
+    assert warnings[-1].startswith("Could not hand back the notifications this worker took")

@@ -23,6 +23,14 @@ enqueue. Workers started with ``register_notification_task`` also sweep: every h
 ``idle_timeout``, one atomic script moves messages pending longer than ``idle_timeout`` back to
 the end of the stream (``redeliver_abandoned``).
 
+**Draining.** Stopped with SIGTERM, ``taskiq worker`` reads no more messages, waits for the tasks
+it has started (``--wait-tasks-timeout``), then shuts the broker down. There, workers of
+``register_notification_task`` hand back at once what their consumer still holds unacknowledged:
+the rest of the batch taskiq-redis read (``xread_count``) and never started. The same kind of
+atomic script re-adds each such message at the end of the stream, so another worker reads it
+right away, not after ``idle_timeout``. Each worker process therefore needs a consumer of its
+own: leave the broker's ``consumer_name`` unset (a new UUID per process).
+
 Needs the ``taskiq`` extra: ``pip install 'whop-async[taskiq]'``.
 """
 
@@ -86,6 +94,8 @@ RETRYABLE_ERRORS: Final[tuple[type[WhopError], ...]] = (
 )
 #: Messages a sweep moves back to the stream at most, per stream.
 SWEEP_BATCH: Final = 100
+#: Messages one run of the hand-back script moves; it runs again while it finds that many.
+HAND_BACK_BATCH: Final = 100
 
 #: The task ``register_notification_task`` returns: it takes one notification as a dict.
 NotificationTask: TypeAlias = AsyncTaskiqDecoratedTask[[dict[str, Any]], Coroutine[Any, Any, None]]
@@ -111,6 +121,25 @@ repeat
   end
 until cursor == '0-0' or moved >= tonumber(ARGV[4])
 return moved
+"""
+
+# KEYS[1]: the stream. ARGV: the consumer group, the consumer, the most to move. Takes the
+# messages this consumer holds unacknowledged and, like _REDELIVER, adds each again at the end
+# of the stream and acknowledges and deletes the old entry, in one step. Returns how many
+# entries it looked at and how many it moved (an entry trimmed away is only acknowledged).
+_HAND_BACK: Final = """
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[3], ARGV[2])
+local moved = 0
+for _, pending in ipairs(held) do
+  local entry = redis.call('XRANGE', KEYS[1], pending[1], pending[1])[1]
+  if entry then
+    redis.call('XADD', KEYS[1], '*', unpack(entry[2]))
+    moved = moved + 1
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], pending[1])
+  redis.call('XDEL', KEYS[1], pending[1])
+end
+return {#held, moved}
 """
 
 
@@ -141,6 +170,29 @@ async def redeliver_abandoned(broker: RedisStreamBroker, *, min_idle: float | No
                     args=[broker.consumer_group_name, "whop_async-redeliver", idle_ms, SWEEP_BATCH],
                 )
             )
+    return moved
+
+
+async def _hand_back(broker: RedisStreamBroker) -> int:
+    """Put back on the stream, at once, every message this worker's consumer has not acknowledged.
+
+    Run at worker shutdown: taskiq has stopped reading by then and, under ``taskiq worker``,
+    has waited for the tasks it started, so what the consumer (``broker.consumer_name``, a
+    fresh uuid per process unless set) still holds was taken and never started, or outlived
+    ``--wait-tasks-timeout``.
+    """
+    streams = [broker.queue_name, *broker.additional_streams]
+    moved = 0
+    async with Redis(connection_pool=broker.connection_pool) as redis:
+        script = redis.register_script(_HAND_BACK)
+        for stream in streams:
+            seen = HAND_BACK_BATCH
+            while seen == HAND_BACK_BATCH:  # each run empties what it saw from the consumer
+                seen, moved_now = await script(
+                    keys=[stream],
+                    args=[broker.consumer_group_name, broker.consumer_name, HAND_BACK_BATCH],
+                )
+                moved += int(moved_now)
     return moved
 
 
@@ -185,10 +237,29 @@ class _Worker:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
-            await client.rate_limiter.aclose()
+        try:
+            if isinstance(self._broker, RedisStreamBroker):
+                await _hand_back_logged(self._broker)  # first: other workers wait for these
+        finally:
+            client, self._client = self._client, None
+            if client is not None:
+                await client.close()
+                await client.rate_limiter.aclose()
+
+
+async def _hand_back_logged(broker: RedisStreamBroker) -> None:
+    try:
+        moved = await _hand_back(broker)
+    except (RedisError, OSError) as exc:
+        logger.warning(
+            "Could not hand back the notifications this worker took and did not start "
+            "(another worker takes them after idle_timeout): %s: %s",
+            type(exc).__name__,
+            exc,
+        )
+    else:
+        if moved:
+            logger.info("Handed back %d notifications this worker took and did not start", moved)
 
 
 async def _sweep(broker: RedisStreamBroker, interval: float) -> None:
@@ -225,7 +296,8 @@ def register_notification_task(
             return AsyncWhop(API_KEY, rate_limit=limiter)
 
     With a ``RedisStreamBroker``, workers also sweep abandoned messages back onto the stream
-    (``redeliver_abandoned``). The task is labelled ``retry_on_error`` for the errors in
+    (``redeliver_abandoned``), and on shutdown hand back at once the messages they took and
+    did not start. The task is labelled ``retry_on_error`` for the errors in
     ``RETRYABLE_ERRORS``: add taskiq's ``SmartRetryMiddleware`` to the broker to retry them.
 
     Args:
