@@ -8,8 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from whop_async import (
     DEFAULT_RATE_LIMIT,
@@ -23,7 +21,7 @@ from whop_async import (
     Unlimited,
     gather_notifications,
 )
-from whop_async.testing import ScriptedResponse, WhopEmulator, most_in_any_window
+from whop_async.testing import FakeClock, ScriptedResponse, WhopEmulator
 
 MakeClient = Callable[..., AsyncWhop]
 SEND: dict[str, Any] = {"account_id": "biz_1", "title": "Hi", "content": "Hello"}
@@ -244,6 +242,26 @@ async def test_a_429_pauses_every_call_of_the_client(
     assert len(whop_emulator.notifications) == 3
 
 
+async def test_a_server_answering_only_429s_gets_a_handful_of_requests_a_minute(
+    make_client: MakeClient, whop_emulator: WhopEmulator
+) -> None:
+    # Finding 2 of issue 16: 388 requests in 20 s from one call. Time is the fake clock's, so
+    # the minute of waits passes at once; every request still crosses the socket.
+    clock = FakeClock(auto_advance=True)
+    client = make_client(
+        clock=clock, backoff=Backoff(jitter=0), max_retries=0, max_rate_limit_wait=60.0
+    )
+    storm = {"error": {"type": "rate_limit_exceeded", "message": "Slow down."}}
+    whop_emulator.fail_next(100, status=429, body=storm, headers={"retry-after-ms": "10"})
+
+    with pytest.raises(RateLimitError):  # once its waits would pass the minute it may wait
+        await client.notifications.create(**SEND)
+
+    # 10 ms asked (50 ms, the floor), then doubling: the seventh 429 would need 32 s more.
+    assert whop_emulator.request_count == 7
+    assert clock.now() == pytest.approx(0.05 + 1 + 2 + 4 + 8 + 16)
+
+
 async def test_429s_stop_failing_calls_only_past_the_wait_bound(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
@@ -255,7 +273,7 @@ async def test_429s_stop_failing_calls_only_past_the_wait_bound(
 
     # Two minimum pauses (0.05 s) fit in 0.12 s; the third 429 needs a retry there is not.
     assert whop_emulator.request_count == 3
-    assert caught.value.code == "rate_limit_exceeded"
+    assert (caught.value.type, caught.value.code) == ("rate_limit_exceeded", None)
 
 
 async def test_a_client_that_believes_whops_default_learns_a_shorter_window() -> None:
@@ -276,7 +294,7 @@ async def test_a_client_that_believes_whops_default_learns_a_shorter_window() ->
     assert 5 <= pace <= 10
 
 
-async def test_a_stray_429_after_quick_successes_keeps_the_pace_high(
+async def test_a_stray_429_with_a_short_wait_teaches_nothing(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
     client = make_client(rate_limit=RateLimit(10_000, per=1.0))
@@ -286,40 +304,5 @@ async def test_a_stray_429_after_quick_successes_keeps_the_pace_high(
     )
     await gather_notifications(client, [SEND] * 21, concurrency=1)
 
-    pace = client.rate_limiter.pacing_rate(OPERATION)
-    assert pace is not None
-    assert pace > 100  # twenty in a few ms is a high rate, not 20 a second
-
-
-# The invariant, for any arrival pattern
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    requests=st.integers(1, 4),
-    offsets=st.lists(st.floats(0, 0.12), min_size=1, max_size=14),
-    rate_limited=st.lists(st.integers(0, 13), max_size=2),
-)
-def test_the_limiter_never_starts_more_than_its_limit_in_any_window(
-    requests: int, offsets: list[float], rate_limited: list[int]
-) -> None:
-    limit = RateLimit(requests, per=0.05)
-    limiter = LocalRateLimiter(limit)
-    starts: list[float] = []
-
-    async def attempt(number: int, offset: float) -> None:
-        await asyncio.sleep(offset)
-        async with limiter.attempt(OPERATION) as permit:
-            starts.append(permit.started_at)
-            if number in rate_limited:
-                permit.record(429, retry_after=0.01)
-            else:
-                permit.record(200)
-
-    async def main() -> None:
-        await asyncio.gather(*(attempt(number, offset) for number, offset in enumerate(offsets)))
-
-    asyncio.run(main())
-
-    assert len(starts) == len(offsets)
-    assert most_in_any_window(starts, limit.per) <= requests
+    # A 1 ms wait is no evidence of a smaller budget per second: the pause answered it.
+    assert client.rate_limiter.pacing_rate(OPERATION) is None

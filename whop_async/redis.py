@@ -19,11 +19,12 @@ How it works, per API operation:
   (``TIME``), so hosts whose clocks disagree still share one budget.
 * **A 429 seen by any process pauses all of them**: the wait Whop asked for is written to Redis
   as a pause-until time, on Redis's clock, which every acquire respects.
+* **What a 429 teaches is shared too**: the smaller budget learned from one (see
+  ``_sliding_log.py``) is kept in Redis, and every process keeps to it.
 * In one process, one waiter per operation asks Redis at a time (first come, first served), so
   a crowd of waiting calls costs one round trip per freed slot, not one each.
 
-It does not lower its rate after 429s as ``LocalRateLimiter`` does: give it the limit Whop
-allows (the default is Whop's documented one), and make sure every sender of the key uses it.
+The policy is ``LocalRateLimiter``'s, to the line: only the store differs.
 
 Needs the ``redis`` extra, ``pip install 'whop-async[redis]'`` (redis-py 5 or later), and a
 Redis server 5 or later.
@@ -37,6 +38,9 @@ import logging
 import math
 import os
 import re
+import secrets
+import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Final, Literal
 
@@ -52,16 +56,8 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
 
 from ._config import API_KEY_ENV
 from ._exceptions import InvalidParamsError, WhopError, shorten
-from ._keys import new_idempotency_key
-from ._ratelimit import (
-    DEFAULT_RATE_LIMIT,
-    MIN_RATE_LIMIT_PAUSE,
-    LocalRateLimiter,
-    Permit,
-    RateLimit,
-    RateLimiter,
-    safe_window,
-)
+from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit
+from ._sliding_log import Admission, Learned, MemoryStore, PauseOutcome, SlidingLogLimiter
 
 __all__ = ["KEY_PREFIX", "RateLimiterUnavailableError", "RedisRateLimiter"]
 
@@ -73,43 +69,74 @@ KEY_PREFIX: Final = "whop_async:ratelimit"
 RETRY_REDIS_AFTER: Final = 5.0
 #: Connect and read timeout of a connection made from a URL: a dead Redis is told in seconds.
 REDIS_TIMEOUT: Final = 2.0
-#: The shortest sleep between two asks, so a wait rounded down to nothing is not a busy loop.
-MIN_SLEEP: Final = 0.001
 
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+_MICROS: Final = 1_000_000
 
-# KEYS[1]: the log (a sorted set of start times); KEYS[2]: the pause (pause-until). Times in
-# microseconds of Redis's clock. ARGV: requests, window, a member unique to this attempt.
-# Returns 0 when the attempt may start (and logs it), else the microseconds to wait.
-_ACQUIRE: Final = """
+# The three atomic steps of the store, each on Redis's clock, in microseconds.
+# KEYS: the log (a sorted set of start times), the pause (pause-until), the learned budget
+# ("requests per_us at_us"). ARGV: a member unique to this attempt, then (requests, window_us)
+# pairs. Returns {wait_us, now_us, paused, pause_until_us, learned requests, per_us, at_us}:
+# wait 0 means the attempt was admitted and logged. Numbers go to Redis through '%.0f': Lua's
+# own conversion keeps 14 digits, too few for microseconds since the epoch.
+_TRY_START: Final = """
+local function f(x) return string.format('%.0f', x) end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+local paused = tonumber(redis.call('GET', KEYS[2]) or '-1')
+local learned = redis.call('GET', KEYS[3])
+local requests, per, at = 0, 0, 0
+if learned then
+  local fields = {}
+  for field in string.gmatch(learned, '%S+') do fields[#fields + 1] = tonumber(field) end
+  requests, per, at = fields[1], fields[2], fields[3]
+end
 if paused > now then
-  return paused - now
+  return {paused - now, now, 1, paused, requests, per, at}
 end
-local requests = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-if count >= requests then
-  local oldest = redis.call('ZRANGE', KEYS[1], count - requests, count - requests, 'WITHSCORES')
-  return math.max(tonumber(oldest[2]) + window - now, 1)
+local wait = 0
+local longest = 0
+for i = 2, #ARGV, 2 do
+  local limit = tonumber(ARGV[i])
+  local window = tonumber(ARGV[i + 1])
+  longest = math.max(longest, window)
+  local count = redis.call('ZCOUNT', KEYS[1], '(' .. f(now - window), '+inf')
+  if count >= limit then
+    local nth = redis.call('ZREVRANGE', KEYS[1], limit - 1, limit - 1, 'WITHSCORES')
+    wait = math.max(wait, tonumber(nth[2]) + window - now, 1)
+  end
 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-return 0
+if wait > 0 then
+  return {wait, now, 0, paused, requests, per, at}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', f(now - longest))
+redis.call('ZADD', KEYS[1], f(now), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], f(math.ceil(longest / 1000) + 1000))
+return {0, now, 0, paused, requests, per, at}
 """
 
-# KEYS[1]: the pause; ARGV[1]: the wait in microseconds. Pushes pause-until out, never back.
+# KEYS: the pause, the log. ARGV: the wait, then the interval [since, until] to count starts in.
+# Pushes pause-until out, never back. Returns {previous pause-until (-1: none), count, first}.
 _PAUSE: Final = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local wait = tonumber(ARGV[1])
-local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
+local paused = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if now + wait > paused then
-  redis.call('SET', KEYS[1], string.format('%.0f', now + wait), 'PX', math.ceil(wait / 1000) + 1000)
+  redis.call('SET', KEYS[1], string.format('%.0f', now + wait), 'PX',
+    string.format('%.0f', math.ceil(wait / 1000) + 1000))
 end
+local count = redis.call('ZCOUNT', KEYS[2], ARGV[2], ARGV[3])
+local first = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[3], 'WITHSCORES', 'LIMIT', 0, 1)
+return {paused, count, first[2] or -1}
+"""
+
+# KEYS: the learned budget. ARGV: requests, per_us, how long to keep it (ms).
+_LEARN: Final = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. string.format('%.0f', now),
+  'PX', ARGV[3])
 return 0
 """
 
@@ -137,24 +164,159 @@ def _address(client: Redis) -> str:
     return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
 
 
-class _Operation:
-    """One operation's keys in Redis, and the lock that lets one waiter of this process ask."""
-
-    __slots__ = ("lock", "log_key", "pause_key")
-
-    def __init__(self, prefix: str) -> None:
-        self.log_key = f"{prefix}:log"
-        self.pause_key = f"{prefix}:pause"
-        self.lock = asyncio.Lock()
+def _seconds(micros: float) -> float:
+    return micros / _MICROS
 
 
-class _SharedPermit(Permit):
-    """A permit from the shared budget (not from the local fallback)."""
-
-    __slots__ = ()
+def _micros(seconds: float) -> int:
+    return round(seconds * _MICROS)
 
 
-class RedisRateLimiter(RateLimiter):
+class _WallClock:
+    """Seconds since the epoch: the fallback's times then compare with Redis's ``TIME``."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class _RedisStore:
+    """The store of a ``RedisRateLimiter``: three Lua scripts, or a local fallback meanwhile."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        name: str,
+        limit: RateLimit,
+        on_unavailable: Literal["fail", "local"],
+    ) -> None:
+        self._redis = redis
+        self._name = name
+        self._limit = limit
+        self.address = _address(redis)
+        self._try_start = redis.register_script(_TRY_START)
+        self._pause = redis.register_script(_PAUSE)
+        self._learn = redis.register_script(_LEARN)
+        self._fallback = (
+            MemoryStore(limit, clock=_WallClock()) if on_unavailable == "local" else None
+        )
+        self._fallback_until = -math.inf
+        self._degraded = False
+
+    @property
+    def shared(self) -> bool:
+        return not self._degraded
+
+    def _keys(self, operation: str) -> tuple[str, str, str]:
+        prefix = f"{KEY_PREFIX}:{{{self._name}}}:{operation}"
+        return f"{prefix}:log", f"{prefix}:pause", f"{prefix}:learned"
+
+    def _use_fallback(self) -> bool:
+        return self._fallback is not None and time.monotonic() < self._fallback_until
+
+    async def try_start(self, operation: str, windows: Sequence[tuple[int, float]]) -> Admission:
+        if self._use_fallback():
+            assert self._fallback is not None
+            return await self._fallback.try_start(operation, windows)
+        args: list[str | int] = [secrets.token_hex(8)]
+        for requests, window in windows:
+            args += [requests, _micros(window)]
+        try:
+            answer = await self._try_start(keys=self._keys(operation), args=args)
+        except (RedisError, OSError) as exc:
+            fallback = self._unavailable(exc)
+            return await fallback.try_start(operation, windows)
+        if self._degraded:
+            self._degraded = False
+            logger.info(
+                "Redis at %s answers again: the rate limit %r is shared again",
+                self.address,
+                self._name,
+            )
+        wait, now, paused, pause_until, requests, per, at = (int(value) for value in answer)
+        learned = Learned(requests, _seconds(per), _seconds(at)) if requests else None
+        epoch = _seconds(pause_until) if pause_until >= 0 else -math.inf
+        return Admission(_seconds(wait), _seconds(now), bool(paused), epoch, learned)
+
+    def _unavailable(self, error: Exception) -> MemoryStore:
+        """The store to use while Redis does not answer, or the error that says it does not."""
+        reason = f"{type(error).__name__}: {shorten(str(error), 200)}"
+        if self._fallback is None:
+            raise RateLimiterUnavailableError(
+                f"The shared rate limit {self._name!r} could not be checked: Redis at "
+                f"{self.address} did not answer ({reason}). Nothing was sent. Start Redis or "
+                "fix its address, or pass on_unavailable='local' to RedisRateLimiter to keep the "
+                "limit in each process while Redis is away."
+            ) from error
+        if not self._degraded:
+            self._degraded = True
+            logger.warning(
+                "Redis at %s did not answer (%s): keeping the rate limit %r (%s) in this process "
+                "alone until it does; processes together may exceed it meanwhile",
+                self.address,
+                reason,
+                self._name,
+                self._limit,
+            )
+        self._fallback_until = time.monotonic() + RETRY_REDIS_AFTER
+        return self._fallback
+
+    async def pause(
+        self, operation: str, seconds: float, *, since: float, until: float
+    ) -> PauseOutcome:
+        if self._use_fallback():
+            assert self._fallback is not None
+            return await self._fallback.pause(operation, seconds, since=since, until=until)
+        log_key, pause_key, _ = self._keys(operation)
+        try:
+            previous, count, first = await self._pause(
+                keys=[pause_key, log_key],
+                args=[
+                    _micros(seconds),
+                    _micros(since) if since > -math.inf else "-inf",
+                    _micros(until),
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            # The call that met the 429 still waits as asked; only the other processes miss it.
+            logger.warning(
+                "Could not tell the other processes through Redis at %s to pause %.3f s after a "
+                "429 (%s: %s)",
+                self.address,
+                seconds,
+                type(exc).__name__,
+                shorten(str(exc), 200),
+            )
+            return PauseOutcome(math.inf, 0, None)  # as a straggler: nothing to learn from
+        return PauseOutcome(
+            _seconds(int(previous)) if int(previous) >= 0 else -math.inf,
+            int(count),
+            _seconds(float(first)) if float(first) >= 0 else None,
+        )
+
+    async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> None:
+        if self._use_fallback():
+            assert self._fallback is not None
+            await self._fallback.learn(operation, budget, keep_for=keep_for)
+            return
+        try:
+            await self._learn(
+                keys=[self._keys(operation)[2]],
+                args=[budget.requests, _micros(budget.per), max(1, round(keep_for * 1000))],
+            )
+        except (RedisError, OSError) as exc:
+            logger.warning(
+                "Could not share a rate limit learned from a 429 through Redis at %s (%s: %s)",
+                self.address,
+                type(exc).__name__,
+                shorten(str(exc), 200),
+            )
+
+
+class RedisRateLimiter(SlidingLogLimiter):
     """A ``RateLimit`` shared through Redis by every process that uses the same ``name``.
 
     Pass it as ``AsyncWhop(rate_limit=...)``. The client never closes it: call ``aclose()`` (or
@@ -172,9 +334,9 @@ class RedisRateLimiter(RateLimiter):
             ``for_api_key`` derives it from a key you hold. Letters, digits and ``_.:-``.
         on_unavailable: What an attempt does when Redis does not answer: ``"fail"`` (the
             default) raises ``RateLimiterUnavailableError`` and sends nothing; ``"local"`` logs
-            a warning and keeps ``limit`` in this process alone (a ``LocalRateLimiter``) until
-            Redis answers again, asked every ``RETRY_REDIS_AFTER`` seconds. Meanwhile the
-            processes together may exceed the limit, and Whop's 429s slow them down.
+            a warning and keeps ``limit`` in this process alone until Redis answers again,
+            asked every ``RETRY_REDIS_AFTER`` seconds. Meanwhile the processes together may
+            exceed the limit, and Whop's 429s slow them down.
 
     Raises:
         InvalidParamsError: an argument is invalid, or ``name`` is not given and
@@ -210,7 +372,7 @@ class RedisRateLimiter(RateLimiter):
             )
         if isinstance(redis, str):
             try:
-                self._redis: Redis = Redis.from_url(
+                client: Redis = Redis.from_url(
                     redis,
                     socket_connect_timeout=REDIS_TIMEOUT,
                     socket_timeout=REDIS_TIMEOUT,
@@ -220,23 +382,19 @@ class RedisRateLimiter(RateLimiter):
                 raise InvalidParamsError("redis", f"is not a Redis URL: {exc}") from None
             self._owns_redis = True
         elif isinstance(redis, Redis):
-            self._redis = redis
+            client = redis
             self._owns_redis = False
         else:
             raise InvalidParamsError(
                 "redis", f"must be a Redis URL or a redis.asyncio.Redis, got {type(redis).__name__}"
             )
-        self._limit = limit
+        self._redis = client
         self._name = name
         self._on_unavailable = on_unavailable
-        self._address = _address(self._redis)
-        self._window_us = round(safe_window(limit) * 1_000_000)
-        self._acquire_script = self._redis.register_script(_ACQUIRE)
-        self._pause_script = self._redis.register_script(_PAUSE)
-        self._operations: dict[str, _Operation] = {}
-        self._fallback = LocalRateLimiter(limit) if on_unavailable == "local" else None
-        self._fallback_until = -math.inf
-        self._degraded = False
+        self._shared_store = _RedisStore(
+            client, name=name, limit=limit, on_unavailable=on_unavailable
+        )
+        super().__init__(limit, self._shared_store)
 
     @classmethod
     def for_api_key(
@@ -263,115 +421,9 @@ class RedisRateLimiter(RateLimiter):
         )
 
     @property
-    def limit(self) -> RateLimit:
-        return self._limit
-
-    @property
     def name(self) -> str:
         """The budget this limiter draws from (safe to log: never the API key itself)."""
         return self._name
-
-    def _operation(self, operation: str) -> _Operation:
-        state = self._operations.get(operation)
-        if state is None:
-            prefix = f"{KEY_PREFIX}:{{{self._name}}}:{operation}"
-            state = self._operations[operation] = _Operation(prefix)
-        return state
-
-    async def acquire(self, operation: str) -> Permit:
-        """Wait until the shared budget lets an attempt of ``operation`` start.
-
-        Raises:
-            RateLimiterUnavailableError: Redis did not answer and ``on_unavailable="fail"``.
-        """
-        loop = asyncio.get_running_loop()
-        if self._fallback is not None and loop.time() < self._fallback_until:
-            return await self._fallback.acquire(operation)
-        state = self._operation(operation)
-        requests = self._limit.requests
-        error: Exception | None = None
-        async with state.lock:  # one asker per operation in this process; the rest queue here
-            while True:
-                if self._fallback is not None and loop.time() < self._fallback_until:
-                    break  # Redis failed while this call queued: do not ask it again yet
-                try:
-                    wait_us = int(
-                        await self._acquire_script(
-                            keys=[state.log_key, state.pause_key],
-                            args=[requests, self._window_us, new_idempotency_key()],
-                        )
-                    )
-                except (RedisError, OSError) as exc:
-                    error = exc
-                    break
-                if wait_us <= 0:
-                    if self._degraded:
-                        self._degraded = False
-                        logger.info(
-                            "Redis at %s answers again: the rate limit %r is shared again",
-                            self._address,
-                            self._name,
-                        )
-                    return _SharedPermit(loop.time())
-                wait = max(wait_us / 1_000_000, MIN_SLEEP)
-                logger.debug("Shared rate limit %r: %s waits %.3f s", self._name, operation, wait)
-                await asyncio.sleep(wait)
-        return await self._unavailable(operation, error)
-
-    async def _unavailable(self, operation: str, error: Exception | None) -> Permit:
-        """The permit of an attempt Redis could not give one to: an error, or a local one."""
-        if error is None:  # another call of this process found Redis away a moment ago
-            assert self._fallback is not None
-            return await self._fallback.acquire(operation)
-        reason = f"{type(error).__name__}: {shorten(str(error), 200)}"
-        if self._fallback is None:
-            raise RateLimiterUnavailableError(
-                f"The shared rate limit {self._name!r} could not be checked: Redis at "
-                f"{self._address} did not answer ({reason}). Nothing was sent. Start Redis or "
-                "fix its address, or pass on_unavailable='local' to RedisRateLimiter to keep the "
-                "limit in each process while Redis is away."
-            ) from error
-        if not self._degraded:
-            self._degraded = True
-            logger.warning(
-                "Redis at %s did not answer (%s): keeping the rate limit %r (%s) in this process "
-                "alone until it does; processes together may exceed it meanwhile",
-                self._address,
-                reason,
-                self._name,
-                self._limit,
-            )
-        self._fallback_until = asyncio.get_running_loop().time() + RETRY_REDIS_AFTER
-        return await self._fallback.acquire(operation)
-
-    async def release(self, operation: str, permit: Permit) -> None:
-        """After a 429, pause every process sharing the budget for the wait Whop asked for."""
-        if not isinstance(permit, _SharedPermit):
-            if self._fallback is not None:
-                await self._fallback.release(operation, permit)
-            return
-        if permit.status != 429:
-            return
-        wait = max(permit.retry_after or 0.0, MIN_RATE_LIMIT_PAUSE)
-        try:
-            await self._pause_script(
-                keys=[self._operation(operation).pause_key], args=[round(wait * 1_000_000)]
-            )
-        except (RedisError, OSError) as exc:
-            # The call that met the 429 still waits as asked; only the other processes miss it.
-            logger.warning(
-                "Could not tell the other processes through Redis at %s to pause %.3f s after a "
-                "429 (%s: %s)",
-                self._address,
-                wait,
-                type(exc).__name__,
-                shorten(str(exc), 200),
-            )
-
-    def pacing_rate(self, operation: str) -> float | None:
-        if self._fallback is not None and self._degraded:
-            return self._fallback.pacing_rate(operation)
-        return None
 
     async def aclose(self) -> None:
         """Close the Redis connection this limiter made from a URL; a client of yours stays open."""
@@ -391,6 +443,6 @@ class RedisRateLimiter(RateLimiter):
 
     def __repr__(self) -> str:
         return (
-            f"RedisRateLimiter({self._limit!r}, name={self._name!r}, redis={self._address!r}, "
-            f"on_unavailable={self._on_unavailable!r})"
+            f"RedisRateLimiter({self._limit!r}, name={self._name!r}, "
+            f"redis={self._shared_store.address!r}, on_unavailable={self._on_unavailable!r})"
         )

@@ -1,0 +1,330 @@
+"""The one rate-limit policy: a sliding log of starts, a shared pause after a 429, and learning.
+
+``SlidingLogLimiter`` enforces a ``RateLimit`` per operation over a *store*: ``MemoryStore``
+for one process (``LocalRateLimiter``), or Redis for many (``whop_async.redis``), so that both
+behave the same. The policy is here, once; a store only keeps the log, the pause and what was
+learned, and answers atomically.
+
+* **The limit.** An attempt starts only if fewer than ``requests`` started in the last ``per``
+  seconds (plus a small margin, ``safe_window``). Bursts up to the limit go at once.
+* **A 429 pauses everyone** sending that operation through the store, for the wait Whop asked
+  for, not only the call that met it.
+* **Learning.** A 429 that asks for a wait of at least ``EVIDENCE_SHARE`` of the configured
+  window is evidence of a smaller budget per window (another sender on the key, a shorter
+  window). The requests let through since the last pause, ``k``, over the time they took plus
+  the wait asked, ``w``, is what the server allows; the limiter then also keeps ``k`` per
+  ``w``, never slower than those waits imply. Shorter waits (scattered 429s) are answered by
+  the pause alone. A 429 met by an attempt that started before another 429's pause is a
+  straggler of the same burst and teaches nothing. The learned count grows back by
+  ``RECOVERY_PER_WINDOW`` of itself per configured window and is dropped once it reaches the
+  configured count.
+
+Waiters are served first come, first served within a process: one at a time asks the store,
+so a crowd of waiting calls is not woken for every slot, and a newcomer never overtakes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Final, NamedTuple, Protocol
+
+from ._clock import Clock, LoopClock
+from ._exceptions import InvalidParamsError
+from ._ratelimit import (
+    Permit,
+    RateLimit,
+    RateLimiter,
+    Unlimited,
+    WaitKind,
+    pause_after_429,
+    safe_window,
+)
+
+__all__ = [
+    "EVIDENCE_SHARE",
+    "RECOVERY_PER_WINDOW",
+    "Admission",
+    "Learned",
+    "LocalRateLimiter",
+    "MemoryStore",
+    "PauseOutcome",
+    "SlidingLogLimiter",
+    "Store",
+    "make_limiter",
+]
+
+#: A 429 teaches a smaller budget only if its wait is at least this share of the window.
+EVIDENCE_SHARE: Final = 0.01
+#: A learned count grows back by this share of itself per configured window.
+RECOVERY_PER_WINDOW: Final = 0.1
+#: The shortest sleep between two asks, so a wait rounded down to nothing is not a busy loop.
+MIN_SLEEP: Final = 0.001
+
+
+class Learned(NamedTuple):
+    """A budget taught by a 429: ``requests`` per ``per`` seconds, learned at ``at``."""
+
+    requests: int
+    per: float
+    at: float
+
+
+class Admission(NamedTuple):
+    """A store's answer to "may an attempt start now?"."""
+
+    wait: float
+    """0 when the attempt was admitted (and logged), else seconds until it may be."""
+    now: float
+    """The store's clock at the answer."""
+    paused: bool
+    """True when the wait is a pause after a 429 rather than a full window."""
+    epoch: float
+    """When the last pause ended (or ends), on the store's clock."""
+    learned: Learned | None
+    """The budget learned from 429s, as the store holds it."""
+
+
+class PauseOutcome(NamedTuple):
+    """What a store knew when it was told to pause."""
+
+    previous: float
+    """The end of the pause in force before this one (store clock; -inf for none)."""
+    starts: int
+    """Starts logged in the interval asked about, its ends included."""
+    first: float | None
+    """The earliest of them."""
+
+
+class Store(Protocol):
+    """Where a ``SlidingLogLimiter`` keeps its log, its pause and what it learned.
+
+    Each method is one atomic step. Times are the store's own clock (Redis's for a shared one).
+    """
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes draw from the same budget."""
+
+    async def try_start(self, operation: str, windows: Sequence[tuple[int, float]]) -> Admission:
+        """Admit and log an attempt if no pause is in force and, for each ``(requests,
+        window)``, fewer than ``requests`` started in the last ``window`` seconds."""
+
+    async def pause(
+        self, operation: str, seconds: float, *, since: float, until: float
+    ) -> PauseOutcome:
+        """Push the pause out to ``seconds`` from now (never back), and count the starts
+        logged in ``[since, until]``."""
+
+    async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> None:
+        """Hold ``budget`` (its ``at`` is ignored: the store stamps its own now) for
+        ``keep_for`` seconds at most."""
+
+
+class _MemoryOperation:
+    __slots__ = ("learned", "pause_until", "starts")
+
+    def __init__(self, requests: int) -> None:
+        self.starts: deque[float] = deque(maxlen=requests)
+        self.pause_until = -math.inf
+        self.learned: Learned | None = None
+
+
+class MemoryStore:
+    """A store in this process's memory, on ``clock`` (the event loop's by default)."""
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    def __init__(self, limit: RateLimit, *, clock: Clock | None = None) -> None:
+        self._requests = limit.requests
+        self._clock = clock or LoopClock()
+        self._operations: dict[str, _MemoryOperation] = {}
+
+    def _operation(self, operation: str) -> _MemoryOperation:
+        state = self._operations.get(operation)
+        if state is None:
+            state = self._operations[operation] = _MemoryOperation(self._requests)
+        return state
+
+    async def try_start(self, operation: str, windows: Sequence[tuple[int, float]]) -> Admission:
+        state = self._operation(operation)
+        now = self._clock.now()
+        if state.pause_until > now:
+            return Admission(state.pause_until - now, now, True, state.pause_until, state.learned)
+        starts = state.starts
+        wait = 0.0
+        for requests, window in windows:
+            if len(starts) >= requests:
+                wait = max(wait, starts[-requests] + window - now)
+        if wait > 0:
+            return Admission(wait, now, False, state.pause_until, state.learned)
+        starts.append(now)
+        return Admission(0.0, now, False, state.pause_until, state.learned)
+
+    async def pause(
+        self, operation: str, seconds: float, *, since: float, until: float
+    ) -> PauseOutcome:
+        state = self._operation(operation)
+        previous = state.pause_until
+        state.pause_until = max(previous, self._clock.now() + seconds)
+        counted = [start for start in state.starts if since <= start <= until]
+        return PauseOutcome(previous, len(counted), counted[0] if counted else None)
+
+    async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> None:
+        self._operation(operation).learned = budget._replace(at=self._clock.now())
+
+
+class _Operation:
+    """This process's view of one operation: its queue, and the budget last seen learned."""
+
+    __slots__ = ("learned", "lock", "seen_at", "wait_kind")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.learned: Learned | None = None
+        self.seen_at = 0.0
+        self.wait_kind: WaitKind = "local"
+        """Why the waiter at the head of the queue last slept."""
+
+
+class SlidingLogLimiter(RateLimiter):
+    """A ``RateLimit`` per operation, kept in ``store`` and tightened by the 429s it sees."""
+
+    def __init__(self, limit: RateLimit, store: Store, *, clock: Clock | None = None) -> None:
+        if not isinstance(limit, RateLimit):
+            raise InvalidParamsError(
+                "rate_limit", f"must be a RateLimit, got {type(limit).__name__}"
+            )
+        self._limit = limit
+        self._store = store
+        self._clock = clock or LoopClock()
+        self._window = safe_window(limit.per)
+        self._operations: dict[str, _Operation] = {}
+
+    @property
+    def limit(self) -> RateLimit:
+        return self._limit
+
+    def _operation(self, operation: str) -> _Operation:
+        state = self._operations.get(operation)
+        if state is None:
+            state = self._operations[operation] = _Operation()
+        return state
+
+    def _learned_requests(self, learned: Learned | None, now: float) -> int | None:
+        """The learned count grown back since it was learned; ``None`` once fully recovered."""
+        if learned is None:
+            return None
+        windows = max(0.0, now - learned.at) / self._limit.per
+        grown = math.floor(learned.requests * (1.0 + RECOVERY_PER_WINDOW) ** windows)
+        return grown if grown < self._limit.requests else None
+
+    def _windows(self, state: _Operation) -> list[tuple[int, float]]:
+        windows = [(self._limit.requests, self._window)]
+        learned = state.learned
+        requests = self._learned_requests(learned, state.seen_at)
+        if learned is not None and requests is not None:
+            windows.append((requests, safe_window(learned.per)))
+        return windows
+
+    async def acquire(self, operation: str) -> Permit:
+        state = self._operation(operation)
+        entered = self._clock.now()
+        queued = state.lock.locked()
+        async with state.lock:  # first come, first served: queued here, one asks at a time
+            longest = 0.0
+            while True:
+                admission = await self._store.try_start(operation, self._windows(state))
+                state.learned, state.seen_at = admission.learned, admission.now
+                if admission.wait <= 0:
+                    break
+                sleep = max(admission.wait, MIN_SLEEP)
+                if sleep >= longest:
+                    longest = sleep
+                    state.wait_kind = (
+                        "pause" if admission.paused else "shared" if self._store.shared else "local"
+                    )
+                await self._clock.sleep(sleep)
+        permit = Permit(admission.now)
+        permit.epoch = admission.epoch
+        if longest or queued:  # asleep itself, or queued behind one who was: the same wait
+            permit.waited, permit.wait_kind = self._clock.now() - entered, state.wait_kind
+        return permit
+
+    async def release(self, operation: str, permit: Permit) -> None:
+        if permit.status != 429:
+            return
+        asked = permit.retry_after
+        wait = pause_after_429(asked)
+        since = max(permit.epoch, permit.started_at - self._window)
+        outcome = await self._store.pause(operation, wait, since=since, until=permit.started_at)
+        if outcome.previous > permit.started_at:
+            return  # a straggler: another 429 paused the operation after this attempt started
+        if asked is None or asked < EVIDENCE_SHARE * self._limit.per:
+            return  # no wait asked, or a short one: the pause answers it
+        let_through = outcome.starts - 1  # those logged up to this attempt, but itself
+        if let_through < 1 or outcome.first is None:
+            return
+        if let_through >= self._limit.requests:
+            return  # as many as configured got through: nothing stricter to learn
+        budget = Learned(let_through, permit.started_at - outcome.first + wait, 0.0)
+        growth = math.log(self._limit.requests / budget.requests)
+        windows_to_recover = growth / math.log1p(RECOVERY_PER_WINDOW)
+        await self._store.learn(
+            operation, budget, keep_for=(windows_to_recover + 1.0) * self._limit.per
+        )
+        state = self._operation(operation)  # known here at once, not only at the next ask
+        state.learned = budget._replace(at=max(state.seen_at, permit.started_at))
+
+    def pacing_rate(self, operation: str) -> float | None:
+        state = self._operations.get(operation)
+        if state is None:
+            return None
+        learned = state.learned
+        requests = self._learned_requests(learned, state.seen_at)
+        if learned is None or requests is None:
+            return None
+        return min(requests / safe_window(learned.per), self._limit.rate)
+
+
+class LocalRateLimiter(SlidingLogLimiter):
+    """A ``RateLimit`` kept in this process (see ``SlidingLogLimiter`` for the policy).
+
+    Args:
+        limit: The limit per operation.
+        clock: What pacing reads and sleeps on; the event loop's by default (tests pass a fake).
+    """
+
+    def __init__(self, limit: RateLimit, *, clock: Clock | None = None) -> None:
+        if not isinstance(limit, RateLimit):
+            raise InvalidParamsError(
+                "rate_limit", f"must be a RateLimit, got {type(limit).__name__}"
+            )
+        super().__init__(limit, MemoryStore(limit, clock=clock), clock=clock)
+
+    def __repr__(self) -> str:
+        return f"LocalRateLimiter({self._limit!r})"
+
+
+def make_limiter(
+    rate_limit: RateLimit | RateLimiter | None, *, clock: Clock | None = None
+) -> RateLimiter:
+    """The limiter for ``AsyncWhop(rate_limit=...)``: one of yours, a local one, or none.
+
+    Raises:
+        InvalidParamsError: ``rate_limit`` is none of those.
+    """
+    if rate_limit is None:
+        return Unlimited()
+    if isinstance(rate_limit, RateLimiter):
+        return rate_limit
+    if isinstance(rate_limit, RateLimit):
+        return LocalRateLimiter(rate_limit, clock=clock)
+    raise InvalidParamsError(
+        "rate_limit",
+        f"must be a RateLimit, a RateLimiter or None, got {type(rate_limit).__name__}",
+    )
