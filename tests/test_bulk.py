@@ -210,16 +210,27 @@ async def test_a_401_stops_the_batch_at_once_in_both_modes() -> None:
         assert all(isinstance(a.__cause__, AuthenticationError) for a in aborted)
 
 
-async def test_a_403_in_the_stream_aborts_the_remaining_items() -> None:
+async def test_a_403_fails_its_audience_and_the_other_audiences_go_on() -> None:
+    # Whop answers 403 for an experience the key cannot reach: the rest of that experience's
+    # items fail with the same error, without a request; other experiences are sent.
+    def audience_item(index: int) -> dict[str, Any]:
+        audience = "exp_locked" if index % 2 == 0 else "exp_open"
+        return {"experience_id": audience, "title": f"t{index}", "content": "hello"}
+
     async with emulator_and_client() as (server, client):
         server.fail_next(1, status=403)
-        seen = [outcome async for outcome in iter_notifications(client, items(30), concurrency=1)]
+        stream = iter_notifications(client, (audience_item(i) for i in range(30)), concurrency=1)
+        seen = {outcome.index: outcome async for outcome in stream}
 
-    assert sorted(outcome.index for outcome in seen) == list(range(30))
-    assert isinstance(seen[0].error, PermissionDeniedError)
-    assert all(isinstance(outcome.error, BatchAbortedError) for outcome in seen[1:])
-    assert all(outcome.idempotency_key is None for outcome in seen[1:])
-    assert server.request_count == 1
+    assert sorted(seen) == list(range(30))
+    locked = [seen[index] for index in range(0, 30, 2)]
+    assert all(isinstance(outcome.error, PermissionDeniedError) for outcome in locked)
+    assert {id(outcome.error) for outcome in locked} == {id(locked[0].error)}
+    assert locked[0].idempotency_key is not None
+    assert all(outcome.idempotency_key is None for outcome in locked[1:])  # never sent
+    assert all(seen[index].ok for index in range(1, 30, 2))
+    assert server.request_count == 1 + 15
+    assert {n.body["experience_id"] for n in server.notifications} == {"exp_open"}
 
 
 async def test_cancelling_a_bulk_send_stops_everything_and_the_client_stays_usable() -> None:
