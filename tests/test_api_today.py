@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from whop_async import (
+    API_VERSION,
     APIConnectionError,
     APIStatusError,
     AsyncWhop,
@@ -125,10 +126,23 @@ async def test_a_bad_account_id_is_refused_before_any_io(
 # Api-Version-Date
 
 
-async def test_without_a_version_no_header_is_sent(
+async def test_by_default_the_pinned_version_is_sent_on_every_attempt(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
     client = make_client()
+    whop_emulator.fail_next(1, status=503)
+
+    await client.notifications.create(**SEND)
+
+    assert client.api_version == API_VERSION
+    assert versions_sent(whop_emulator) == [API_VERSION, API_VERSION]
+    assert whop_emulator.notifications[0].api_version == API_VERSION
+
+
+async def test_api_version_none_sends_no_header_so_the_keys_own_pin_applies(
+    make_client: MakeClient, whop_emulator: WhopEmulator
+) -> None:
+    client = make_client(api_version=None)
     whop_emulator.fail_next(1, status=503)
 
     await client.notifications.create(**SEND)
@@ -283,51 +297,45 @@ async def test_an_unknown_version_is_whops_400_with_its_code(
 # Error codes
 
 
-def error_body(code: str, message: str, *, kind: str = "code") -> dict[str, Any]:
-    return {"error": {kind: code, "message": message}}
+def error_body(kind: str, message: str, *, code: str | None = None) -> dict[str, Any]:
+    """Whop's ``V1ErrorResponse``: ``type`` always, ``code`` when there is a specific one."""
+    return {"error": {"type": kind, "message": message, **({"code": code} if code else {})}}
+
+
+MISMATCH = error_body("invalid_request_error", "Key reused", code="idempotency_key_mismatch")
+IN_PROGRESS = error_body("conflict_error", "Still working", code="idempotency_request_in_progress")
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "error_type", "code"),
+    ("status", "body", "error_type", "kind", "code"),
     [
-        (
-            400,
-            error_body("idempotency_key_mismatch", "Key reused"),
-            IdempotencyKeyMismatchError,
-            "idempotency_key_mismatch",
-        ),
-        (
-            409,
-            error_body("idempotency_request_in_progress", "Still working"),
-            IdempotencyRequestInProgressError,
-            "idempotency_request_in_progress",
-        ),
-        (400, error_body("invalid_field", "Bad field"), BadRequestError, "invalid_field"),
-        (409, error_body("conflict", "Some conflict"), ConflictError, "conflict"),
-        (
-            409,
-            error_body("idempotency_key_mismatch", "Odd status"),
-            ConflictError,
-            "idempotency_key_mismatch",
-        ),
-        (422, error_body("unprocessable", "Empty"), UnprocessableEntityError, "unprocessable"),
-        (
-            429,
-            error_body("rate_limit_exceeded", "Try again in 1 second.", kind="type"),
-            RateLimitError,
-            "rate_limit_exceeded",
-        ),
-        (500, error_body("internal", "Oops"), InternalServerError, "internal"),
-        (500, {"error": {"message": "No code"}}, InternalServerError, None),
-        (502, "<html>Bad gateway</html>", InternalServerError, None),
+        (400, MISMATCH, IdempotencyKeyMismatchError, "invalid_request_error",
+         "idempotency_key_mismatch"),
+        (409, IN_PROGRESS, IdempotencyRequestInProgressError, "conflict_error",
+         "idempotency_request_in_progress"),
+        (400, error_body("invalid_request_error", "Bad field", code="parameter_invalid"),
+         BadRequestError, "invalid_request_error", "parameter_invalid"),
+        (400, {"error": {"code": "invalid_field", "message": "Older shape"}}, BadRequestError,
+         None, "invalid_field"),
+        (409, error_body("conflict_error", "Some conflict"), ConflictError, "conflict_error", None),
+        (409, {"error": {**MISMATCH["error"], "message": "Odd status"}}, ConflictError,
+         "invalid_request_error", "idempotency_key_mismatch"),
+        (422, error_body("invalid_request_error", "Empty"), UnprocessableEntityError,
+         "invalid_request_error", None),
+        (429, error_body("rate_limit_exceeded", "Try again in 1 second."), RateLimitError,
+         "rate_limit_exceeded", None),
+        (500, error_body("server_error", "Oops"), InternalServerError, "server_error", None),
+        (500, {"error": {"message": "No type"}}, InternalServerError, None, None),
+        (502, "<html>Bad gateway</html>", InternalServerError, None, None),
     ],
-)
-async def test_each_error_code_maps_to_its_class_with_code_and_message(
+)  # fmt: skip
+async def test_each_error_maps_to_its_class_with_type_code_and_message(
     make_client: MakeClient,
     whop_emulator: WhopEmulator,
     status: int,
     body: Any,
     error_type: type[APIStatusError],
+    kind: str | None,
     code: str | None,
 ) -> None:
     client = make_client(max_retries=0, max_rate_limit_wait=0)
@@ -339,14 +347,14 @@ async def test_each_error_code_maps_to_its_class_with_code_and_message(
 
     error = caught.value
     assert type(error) is error_type
-    assert (error.status_code, error.code) == (status, code)
+    assert (error.status_code, error.type, error.code) == (status, kind, code)
     expected = body["error"]["message"] if isinstance(body, dict) else "<html>Bad gateway</html>"
     assert error.message == expected
     assert expected in str(error)
     assert error.idempotency_key == "the-key"
 
 
-async def test_the_emulators_own_401_has_a_code_too(
+async def test_the_emulators_own_401_has_whops_error_shape(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
     client = make_client(api_key="whop_wrong_key")
@@ -354,7 +362,9 @@ async def test_the_emulators_own_401_has_a_code_too(
     with pytest.raises(AuthenticationError) as caught:
         await client.notifications.create(**SEND)
 
-    assert (caught.value.code, caught.value.message) == ("unauthorized", "Invalid API key")
+    assert caught.value.body == {"error": {"type": "unauthorized", "message": "Invalid API key"}}
+    assert (caught.value.type, caught.value.code) == ("unauthorized", None)  # Whop names no code
+    assert caught.value.message == "Invalid API key"
     assert caught.value.idempotency_key == whop_emulator.requests[0].headers["Idempotency-Key"]
 
 
@@ -413,7 +423,7 @@ async def test_a_scripted_in_progress_409_is_retried_with_the_same_key(
     whop_emulator.fail_next(
         2,
         status=409,
-        body=error_body("idempotency_request_in_progress", "Still working"),
+        body=IN_PROGRESS,
     )
 
     response = await client.notifications.create(**SEND)

@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from whop_async import RateLimit, derive_idempotency_key
+from whop_async import API_VERSION, RateLimit, derive_idempotency_key
 from whop_async.testing import ScriptedResponse, WhopEmulator
 
 SECRET_KEY = "sk_cli_test_0123456789abcdef"
@@ -189,17 +189,19 @@ async def test_send_to_an_account_with_a_pinned_api_version(server: WhopEmulator
     assert request.headers["Api-Version-Date"] == "2026-09-22-3"  # the flag wins
 
 
-async def test_send_takes_the_api_version_from_the_environment_or_sends_none(
+async def test_send_takes_the_api_version_from_the_flag_the_environment_or_the_pin(
     server: WhopEmulator,
 ) -> None:
     args = ("send", "--experience-id", "exp_1", "--title", "T", "--content", "C")
 
     pinned = await run(*args, server=server, env={"WHOP_API_VERSION": "2026-08-21"})
-    unpinned = await run(*args, server=server)
+    default = await run(*args, server=server)
+    unpinned = await run(*args, "--api-version", "none", server=server)
 
-    assert (pinned.status, unpinned.status) == (0, 0)
+    assert (pinned.status, default.status, unpinned.status) == (0, 0, 0)
     assert server.requests[0].headers["Api-Version-Date"] == "2026-08-21"
-    assert "Api-Version-Date" not in server.requests[1].headers
+    assert server.requests[1].headers["Api-Version-Date"] == API_VERSION
+    assert "Api-Version-Date" not in server.requests[2].headers
 
 
 async def test_send_that_whop_reports_unsuccessful_exits_1(server: WhopEmulator) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from whop_async import (
+    API_VERSION,
     DEFAULT_RATE_LIMIT,
     APITimeoutError,
     InvalidParamsError,
@@ -969,9 +970,15 @@ def test_without_the_flag_the_client_takes_the_api_version_from_the_environment(
 ) -> None:
     monkeypatch.setenv("WHOP_API_VERSION", "2026-08-21")
     args = build_parser().parse_args(["bulk", "-", "--api-key", UNIT_KEY])
+    unpinned = build_parser().parse_args(
+        ["bulk", "-", "--api-key", UNIT_KEY, "--api-version", "none"]
+    )
 
     assert make_client(args).api_version == "2026-08-21"
     assert make_client(args).rate_limit == DEFAULT_RATE_LIMIT
+    assert make_client(unpinned).api_version is None
+    monkeypatch.delenv("WHOP_API_VERSION")
+    assert make_client(args).api_version == API_VERSION
 
 
 def test_an_api_version_that_cannot_be_a_header_is_a_usage_error() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import cattrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import whop_async._converter as converter_module
-from whop_async import NotificationCreateParams, NotificationCreateResponse
+from whop_async import InvalidParamsError, NotificationCreateParams, NotificationCreateResponse
 from whop_async._converter import converter, dump_json, load_json, make_converter
 
 
@@ -123,7 +124,6 @@ def test_bodies_are_made_by_the_converter_we_ship(monkeypatch: pytest.MonkeyPatc
         NotificationCreateParams, lambda params: {"title": params.title.upper()}
     )
     monkeypatch.setattr(converter_module, "converter", shouting)
-    monkeypatch.setattr(converter_module, "_unstructure_hooks", {})  # its hooks, looked up anew
 
     body = dump_json(NotificationCreateParams(company_id="b", title="hi", content="x"))
 
@@ -135,13 +135,38 @@ def test_a_body_that_is_not_json_is_refused_as_such() -> None:
         load_json(b"<html>", NotificationCreateResponse)
 
 
-def test_identical_small_bodies_give_the_same_frozen_model() -> None:
+def test_identical_bodies_give_equal_frozen_models_with_read_only_extras() -> None:
     first = load_json(b'{"success":true,"queued":1}', NotificationCreateResponse)
     again = load_json(b'{"success":true,"queued":1}', NotificationCreateResponse)
 
-    assert again is first
+    assert again == first
     with pytest.raises(TypeError):
         first.extra["queued"] = 2  # type: ignore[index]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        first.success = False  # type: ignore[misc]
+
+
+def test_what_the_wire_says_is_never_read_from_a_body() -> None:
+    body = b'{"success":true,"request_id":"req_from_body","replayed":true,"attempts":9}'
+
+    response = load_json(body, NotificationCreateResponse)
+    told = load_json(body, NotificationCreateResponse, {"request_id": "req_wire", "attempts": 2})
+
+    assert (response.request_id, response.replayed, response.attempts) == (None, False, 1)
+    assert (told.request_id, told.replayed, told.attempts) == ("req_wire", False, 2)
+    assert dict(response.extra) == dict(told.extra) == {}
+
+
+def test_extra_body_adds_fields_and_must_be_json() -> None:
+    params = NotificationCreateParams(company_id="b", title="hi", content="x")
+
+    body = json.loads(dump_json(params, {"priority": "high", "title": "over"}))
+
+    assert body == {"company_id": "b", "title": "over", "content": "x", "priority": "high"}
+    with pytest.raises(InvalidParamsError, match="extra_body"):
+        dump_json(params, {"when": object()})
+    with pytest.raises(InvalidParamsError, match="extra_body"):
+        dump_json(params, {1: "x"})  # type: ignore[dict-item]
 
 
 @given(

@@ -202,8 +202,9 @@ async def test_the_emulators_own_validation_error_reaches_the_caller(
     with pytest.raises(AuthenticationError) as caught:
         await client.notifications.create(**SEND)
 
-    assert caught.value.body == {"error": {"code": "unauthorized", "message": "Invalid API key"}}
-    assert (caught.value.code, caught.value.message) == ("unauthorized", "Invalid API key")
+    assert caught.value.body == {"error": {"type": "unauthorized", "message": "Invalid API key"}}
+    error = caught.value
+    assert (error.type, error.code, error.message) == ("unauthorized", None, "Invalid API key")
     assert caught.value.request_id is not None
     assert caught.value.request_id.startswith("req_")
     assert "sk_not_the_emulators" not in str(caught.value)

@@ -22,7 +22,14 @@ from whop_async import (
     is_retryable,
 )
 from whop_async._exceptions import invalid_response, status_error
-from whop_async._retry import backoff_delay, parse_retry_after, retry_delay, should_retry_status
+from whop_async._ratelimit import MIN_RATE_LIMIT_PAUSE
+from whop_async._retry import (
+    backoff_delay,
+    parse_retry_after,
+    rate_limit_delay,
+    retry_delay,
+    should_retry_status,
+)
 
 NOW = 1_700_000_000.0
 NO_JITTER = Backoff(initial=0.5, maximum=8.0, jitter=0.0, max_retry_after=60.0)
@@ -226,3 +233,44 @@ def test_parse_retry_after_never_raises_and_is_positive_when_it_answers(
     hinted = parse_retry_after({key.lower(): value for key, value in headers.items()}, now=now)
 
     assert hinted is None or (math.isfinite(hinted) and hinted > 0)
+
+
+# 429s in a row: the first waits what was asked, the rest back off at least as fast as a 5xx
+
+
+def waits_in_a_row(asked: float | None, count: int, backoff: Backoff = NO_JITTER) -> list[float]:
+    waits: list[float] = []
+    for in_a_row in range(1, count + 1):
+        previous = waits[-1] if waits else 0.0
+        waits.append(rate_limit_delay(asked, in_a_row=in_a_row, previous=previous, backoff=backoff))
+    return waits
+
+
+def test_a_single_429_waits_what_was_asked_and_no_more() -> None:
+    assert waits_in_a_row(0.2, 1) == [0.2]
+    assert waits_in_a_row(0.001, 1) == [MIN_RATE_LIMIT_PAUSE]  # the floor of every pause
+    assert waits_in_a_row(None, 1) == [0.5]  # nothing asked: the backoff's first wait
+
+
+def test_429s_in_a_row_double_at_least_and_never_fall_behind_the_5xx_schedule() -> None:
+    waits = waits_in_a_row(0.01, 9)
+
+    assert waits == [0.05, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert all(wait >= backoff_delay(n, NO_JITTER) for n, wait in enumerate(waits[1:], 1))
+
+
+def test_a_server_answering_only_429s_sees_a_handful_of_requests_a_minute() -> None:
+    # Finding 2 of issue 16: with 10 ms waits one call sent 388 requests in 20 s.
+    waits = waits_in_a_row(0.01, 100)
+    moments = [sum(waits[:n]) for n in range(len(waits))]  # when each attempt is sent
+
+    assert sum(moment < 60 for moment in moments) == 7
+    assert sum(60 <= moment < 120 for moment in moments) == 1
+
+
+def test_a_longer_wait_asked_mid_run_is_honoured() -> None:
+    assert rate_limit_delay(30.0, in_a_row=3, previous=1.0, backoff=NO_JITTER) == 30.0
+
+
+def test_instant_backoff_keeps_429s_at_the_minimum_pause() -> None:
+    assert set(waits_in_a_row(0.01, 5, Backoff.instant())) == {MIN_RATE_LIMIT_PAUSE}

@@ -498,9 +498,9 @@ async def test_every_attempt_passes_through_the_limiter_and_429s_use_no_retry(
     attempt = ("acquire", "POST /notifications")
     assert limiter.events == [
         attempt,
-        (429, 0.05),  # Retry-After: 0 is no usable hint; instant backoff, at least the minimum
+        (429, None),  # Retry-After: 0 is no usable hint: the 429 asked for no wait
         attempt,
-        (429, 0.05),
+        (429, None),
         attempt,
         (None, None),
         attempt,

@@ -10,11 +10,14 @@ from ._bulk import (
     DEFAULT_CONCURRENCY,
     BulkItem,
     BulkOutcome,
+    BulkStats,
     gather_notifications,
     iter_notifications,
 )
 from ._client import AsyncWhop
+from ._clock import Clock, LoopClock
 from ._config import (
+    API_VERSION,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECTION_LIMIT,
     DEFAULT_MAX_RATE_LIMIT_WAIT,
@@ -25,6 +28,7 @@ from ._config import (
     Backoff,
     NotGiven,
 )
+from ._events import AttemptEvent, EventCallback, RateLimitWaitEvent, RetryEvent, WhopEvent
 from ._exceptions import (
     FATAL_ERRORS,
     APIConnectionError,
@@ -43,27 +47,22 @@ from ._exceptions import (
     InternalServerError,
     InvalidParamsError,
     NotFoundError,
+    OutcomeUnknownError,
     PermissionDeniedError,
     RateLimitError,
     UnprocessableEntityError,
     WhopError,
 )
-from ._gate import BulkStats
 from ._keys import derive_idempotency_key
-from ._models import ID, NotificationCreateParams, NotificationCreateResponse
+from ._models import ID, APIResponse, NotificationCreateParams, NotificationCreateResponse
 from ._notifications import NotificationsResource
-from ._ratelimit import (
-    DEFAULT_RATE_LIMIT,
-    LocalRateLimiter,
-    Permit,
-    RateLimit,
-    RateLimiter,
-    Unlimited,
-)
+from ._ratelimit import DEFAULT_RATE_LIMIT, Permit, RateLimit, RateLimiter, Unlimited, WaitKind
 from ._retry import is_retryable
+from ._sliding_log import LocalRateLimiter
 from ._version import __version__
 
 __all__ = [
+    "API_VERSION",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_CONNECTION_LIMIT",
@@ -77,10 +76,12 @@ __all__ = [
     "SANDBOX_BASE_URL",
     "APIConnectionError",
     "APIError",
+    "APIResponse",
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AsyncWhop",
+    "AttemptEvent",
     "AuthenticationError",
     "Backoff",
     "BadRequestError",
@@ -90,25 +91,33 @@ __all__ = [
     "BulkSendError",
     "BulkStats",
     "ClientClosedError",
+    "Clock",
     "ConflictError",
+    "EventCallback",
     "IdempotencyKeyMismatchError",
     "IdempotencyRequestInProgressError",
     "InternalServerError",
     "InvalidParamsError",
     "LocalRateLimiter",
+    "LoopClock",
     "NotFoundError",
     "NotGiven",
     "NotificationCreateParams",
     "NotificationCreateResponse",
     "NotificationsResource",
+    "OutcomeUnknownError",
     "Permit",
     "PermissionDeniedError",
     "RateLimit",
     "RateLimitError",
+    "RateLimitWaitEvent",
     "RateLimiter",
+    "RetryEvent",
     "UnprocessableEntityError",
     "Unlimited",
+    "WaitKind",
     "WhopError",
+    "WhopEvent",
     "__version__",
     "derive_idempotency_key",
     "gather_notifications",

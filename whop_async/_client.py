@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import ssl as ssl_module
-from collections.abc import Coroutine
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 from yarl import URL
 
+from ._clock import Clock, LoopClock
 from ._config import (
     DEFAULT_BACKOFF,
     DEFAULT_CONNECTION_LIMIT,
@@ -22,24 +23,30 @@ from ._config import (
     Backoff,
     ClientConfig,
     NotGiven,
+    check_headers,
     check_int,
+    check_seconds,
+    check_timeout,
+    redact_url,
     resolve_api_key,
     resolve_api_version,
     resolve_app_id,
     resolve_base_url,
+    resolve_proxy,
+    resolve_user_agent,
 )
-from ._converter import dump_json, load_json
-from ._exceptions import (
-    ClientClosedError,
-    InvalidParamsError,
-    decode_body,
-    invalid_response,
-)
+from ._converter import dump_json
+from ._events import EventCallback, EventEmitter
+from ._exceptions import ClientClosedError, InvalidParamsError
 from ._keys import new_idempotency_key
+from ._logging import configure_from_environment
+from ._models import check_header_value
 from ._notifications import NotificationsResource
+from ._observe import CallInfo, ObserverFactory, observers_for
 from ._pool import Pool
-from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter, make_limiter
-from ._transport import RawResponse, request
+from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter
+from ._request_loop import PreparedRequest, RequestOptions, run
+from ._sliding_log import make_limiter
 
 __all__ = ["AsyncWhop"]
 
@@ -59,9 +66,9 @@ class AsyncWhop:
             neither, construction raises ``WhopError``.
         base_url: Defaults to ``WHOP_BASE_URL``, then ``https://api.whop.com/api/v1``.
         app_id: Sent as ``X-Whop-App-Id``. Defaults to ``WHOP_APP_ID``.
-        api_version: Sent as ``Api-Version-Date`` on every request, pinning Whop's behaviour
-            (``"2026-08-21"``). Defaults to ``WHOP_API_VERSION``; without either none is sent
-            and Whop behaves as of 2025-01-01.
+        api_version: Sent as ``Api-Version-Date`` on every request, pinning Whop's behaviour.
+            Defaults to ``WHOP_API_VERSION``, else ``API_VERSION`` (what the models are written
+            against); ``None`` sends none, so the version stored with the key applies.
         timeout: Seconds one attempt may take, from taking a connection to the last byte of the
             response; ``None`` for no limit. Waiting for a free pooled connection, or for the
             rate limiter, is not counted.
@@ -77,6 +84,19 @@ class AsyncWhop:
         ssl: ``True`` to verify certificates (the default), or an ``ssl.SSLContext`` (a private
             CA, client certificates). Ignored when ``session`` is given.
         max_response_bytes: The most of a response body that is read.
+        proxy: An HTTP proxy for every request (``"http://user:pass@proxy:3128"``); its
+            credentials never show in a repr or a log line.
+        trust_env: Honour ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY``, as httpx does:
+            read once, when the client is made; ``False`` ignores them. Ignored when ``session``
+            is given (yours decides) or ``proxy`` is.
+        default_headers: Headers sent with every request, e.g. for a gateway in front of Whop.
+            They may not replace ``Authorization`` or ``Idempotency-Key``.
+        user_agent: Appended to whop_async's ``User-Agent``: your application and its version
+            (``"billing-service/2.3"``).
+        on_event: Called with an ``AttemptEvent``, ``RetryEvent`` or ``RateLimitWaitEvent`` as
+            each call goes (see ``docs/observability.md``).
+        clock: What pacing and backoff read and sleep on; the event loop's by default. Tests
+            pass ``whop_async.testing.FakeClock`` and move time themselves.
     """
 
     def __init__(
@@ -85,7 +105,7 @@ class AsyncWhop:
         *,
         base_url: str | URL | None = None,
         app_id: str | None = None,
-        api_version: str | None = None,
+        api_version: str | NotGiven | None = NOT_GIVEN,
         timeout: float | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff: Backoff = DEFAULT_BACKOFF,
@@ -95,6 +115,12 @@ class AsyncWhop:
         session: aiohttp.ClientSession | None = None,
         ssl: ssl_module.SSLContext | bool = True,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        proxy: str | URL | None = None,
+        trust_env: bool = True,
+        default_headers: Mapping[str, str] | None = None,
+        user_agent: str | None = None,
+        on_event: EventCallback | None = None,
+        clock: Clock | None = None,
     ) -> None:
         check_int("connection_limit", connection_limit, minimum=1)
         if session is not None and not isinstance(session, aiohttp.ClientSession):
@@ -103,9 +129,17 @@ class AsyncWhop:
             )
         if not isinstance(backoff, Backoff):
             raise InvalidParamsError("backoff", f"must be a Backoff, got {type(backoff).__name__}")
+        if on_event is not None and not callable(on_event):
+            raise InvalidParamsError("on_event", "must be a callable taking one event")
+        if clock is not None and not isinstance(clock, Clock):
+            raise InvalidParamsError("clock", "must have now() and an async sleep(seconds)")
+        if not isinstance(trust_env, bool):
+            raise InvalidParamsError("trust_env", f"must be a bool, got {trust_env!r}")
+        configure_from_environment()
+        url = resolve_base_url(base_url)
         self._config = ClientConfig(
             api_key=resolve_api_key(api_key),
-            base_url=resolve_base_url(base_url),
+            base_url=url,
             app_id=resolve_app_id(app_id),
             api_version=resolve_api_version(api_version),
             timeout=timeout,
@@ -113,18 +147,21 @@ class AsyncWhop:
             backoff=backoff,
             max_rate_limit_wait=max_rate_limit_wait,
             max_response_bytes=max_response_bytes,
+            proxy=resolve_proxy(
+                proxy, base_url=url, from_environment=trust_env and session is None
+            ),
+            user_agent=resolve_user_agent(user_agent),
+            default_headers=check_headers("default_headers", default_headers or {}),
         )
-        self._limiter = make_limiter(rate_limit)
-        self._pool = Pool(
-            session=session,
-            connection_limit=connection_limit,
-            ssl=ssl,
-            headers=self._config.session_headers,
+        self._clock = clock or LoopClock()
+        self._limiter = make_limiter(rate_limit, clock=clock)
+        self._pool = Pool(session=session, connection_limit=connection_limit, ssl=ssl)
+        self._on_event = on_event
+        self._observers: tuple[ObserverFactory, ...] = (
+            () if on_event is None else (EventEmitter(on_event),)
         )
         self._owns_pool = True
         self._closed = False
-        self._routes: dict[tuple[str, str], tuple[URL, str]] = {}
-        """``(method, path)`` -> the URL and the rate limiter's operation key, made once."""
 
     @functools.cached_property
     def notifications(self) -> NotificationsResource:
@@ -162,6 +199,11 @@ class AsyncWhop:
         return self._limiter
 
     @property
+    def clock(self) -> Clock:
+        """The clock pacing and backoff read (the event loop's unless one was given)."""
+        return self._clock
+
+    @property
     def is_closed(self) -> bool:
         """True once ``close()`` was called on this client or the client it was derived from."""
         return self._closed or self._pool.closed
@@ -179,21 +221,20 @@ class AsyncWhop:
         backoff: Backoff | NotGiven = NOT_GIVEN,
         api_version: str | NotGiven | None = NOT_GIVEN,
         max_rate_limit_wait: float | NotGiven = NOT_GIVEN,
+        default_headers: Mapping[str, str] | NotGiven = NOT_GIVEN,
     ) -> _ClientT:
         """A client with other per-request settings that shares this one's pool and limiter.
 
         The copy borrows the pool: closing it does not close the pool; closing the original does.
-        Its requests count against the same rate limit as the original's.
+        Its requests count against the same rate limit as the original's, and report to the
+        same ``on_event``.
         """
         config = self._config
-        if isinstance(api_version, NotGiven):
-            api_version = config.api_version
-        # "" stands for "none" without reading the environment again, as None would.
         derived = type(self)(
             config.api_key,
             base_url=config.base_url,
             app_id=config.app_id or "",
-            api_version=api_version or "",
+            api_version=config.api_version if isinstance(api_version, NotGiven) else api_version,
             timeout=config.timeout if isinstance(timeout, NotGiven) else timeout,
             max_retries=config.max_retries if isinstance(max_retries, NotGiven) else max_retries,
             backoff=config.backoff if isinstance(backoff, NotGiven) else backoff,
@@ -204,57 +245,71 @@ class AsyncWhop:
                 else max_rate_limit_wait
             ),
             max_response_bytes=config.max_response_bytes,
+            proxy=config.proxy,
+            trust_env=False,  # the proxy above is already the environment's, if any
+            default_headers=(
+                config.default_headers if isinstance(default_headers, NotGiven) else default_headers
+            ),
+            user_agent=config.user_agent,
+            on_event=self._on_event,
+            clock=self._clock,
         )
         derived._pool = self._pool
         derived._owns_pool = False
         derived._closed = self._closed
         return derived
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: object,
-        cast_to: type[_ModelT],
-        idempotency_key: str | None = None,
-        limiter: RateLimiter | None = None,
-        max_rate_limit_wait: float | None = None,
-    ) -> Coroutine[Any, Any, _ModelT]:
+    async def _request(self, options: RequestOptions[_ModelT]) -> _ModelT:
         """The one request path: every resource method is a few lines over this.
 
-        Serializes ``body`` with the converter and returns the coroutine that sends it through
-        the rate limiter and the retry loop with one idempotency key (``idempotency_key``, else
-        a new one), and structures the 2xx response into ``cast_to``. Every ``APIError`` raised
-        carries the key. Per call, ``limiter`` stands in for the client's own (a bulk send passes
-        one that wraps it) and ``max_rate_limit_wait`` for the client's setting. Not itself a
-        coroutine: a bulk send pays for every level of coroutine on every request. Bad input and
-        a closed client raise here, before anything is sent.
+        Checks and serializes the call once (bad input raises here, before anything is sent),
+        then runs the request loop: the rate limiter and the observers on every attempt,
+        retries with one idempotency key, the 2xx structured into ``options.cast_to``.
         """
         if self.is_closed:
             raise ClientClosedError(
                 "This client has been closed; create a new AsyncWhop to send more requests."
             )
-        route = self._routes.get((method, path))
-        if route is None:
-            url = self._config.base_url / path.lstrip("/")
-            route = self._routes[method, path] = (url, f"{method} {path}")
-        url, operation = route
-        return request(
-            self._config,
-            self._pool,
-            self._limiter if limiter is None else limiter,
-            method=method,
-            url=url,
-            operation=operation,
-            body=dump_json(body),
-            idempotency_key=idempotency_key or new_idempotency_key(),
-            max_rate_limit_wait=(
-                self._config.max_rate_limit_wait
-                if max_rate_limit_wait is None
-                else max_rate_limit_wait
-            ),
-            parse=functools.partial(_parse, cast_to),
+        request = self._prepare(options)
+        observers = observers_for(request.call, self._observers)
+        result: _ModelT = await run(
+            request,
+            config=self._config,
+            pool=self._pool,
+            limiter=self._limiter,
+            clock=self._clock,
+            observers=observers,
+        )
+        return result
+
+    def _prepare(self, options: RequestOptions[Any]) -> PreparedRequest:
+        config = self._config
+        key = options.idempotency_key
+        if key is None:
+            key = new_idempotency_key()
+        else:
+            check_header_value("idempotency_key", key)
+        headers = dict(config.headers)
+        if options.extra_headers is not None:
+            headers.update(check_headers("extra_headers", options.extra_headers))
+        headers["Idempotency-Key"] = key
+        timeout = config.aiohttp_timeout
+        if not isinstance(options.timeout, NotGiven):
+            timeout = aiohttp.ClientTimeout(total=check_timeout("timeout", options.timeout))
+        max_rate_limit_wait = config.max_rate_limit_wait
+        if not isinstance(options.max_rate_limit_wait, NotGiven):
+            check_seconds("max_rate_limit_wait", options.max_rate_limit_wait)
+            max_rate_limit_wait = options.max_rate_limit_wait
+        url = f"{config.api_root}{options.path}"  # yarl parses (and caches) it once, below
+        method = options.method
+        return PreparedRequest(
+            call=CallInfo(options.operation, method, url, f"{method} {options.path}", key),
+            url=URL(url),
+            headers=headers,
+            body=dump_json(options.body, options.extra_body),
+            cast_to=options.cast_to,
+            timeout=timeout,
+            max_rate_limit_wait=max_rate_limit_wait,
         )
 
     async def close(self) -> None:
@@ -285,19 +340,7 @@ class AsyncWhop:
 
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else self._pool.state
-        return f"<{type(self).__name__} base_url={str(self._config.base_url)!r} state={state}>"
-
-
-def _parse(cast_to: type[_ModelT], response: RawResponse) -> _ModelT:
-    """Structure a 2xx response into ``cast_to``, or say why it is not one."""
-    try:
-        return load_json(response.body, cast_to)
-    except ValueError as exc:
-        parsed, _ = decode_body(response.body)
-        raise invalid_response(
-            response.status,
-            response.headers,
-            response.body,
-            str(exc),
-            body=parsed if isinstance(parsed, (dict, list)) else None,
-        ) from None
+        proxy = "" if self._config.proxy is None else f" proxy={redact_url(self._config.proxy)!r}"
+        return (
+            f"<{type(self).__name__} base_url={str(self._config.base_url)!r}{proxy} state={state}>"
+        )

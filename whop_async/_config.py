@@ -1,7 +1,7 @@
 """Configuration of a client: defaults, environment variables, validation.
 
-Everything a client needs to build a request lives in one frozen ``ClientConfig``, resolved once at
-construction, so the hot path reads attributes instead of re-deciding them on every call.
+Everything a client needs to build a request lives in one frozen ``ClientConfig``, resolved and
+checked once at construction: bad settings fail there, naming the setting, before any I/O.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import ipaddress
 import logging
 import os
 import platform
+import re
+import urllib.request
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Final
 
@@ -22,6 +25,7 @@ from ._models import check_header_value
 from ._version import __version__
 
 __all__ = [
+    "API_VERSION",
     "DEFAULT_BACKOFF",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONNECTION_LIMIT",
@@ -34,6 +38,9 @@ __all__ = [
     "ClientConfig",
     "NotGiven",
     "SANDBOX_BASE_URL",
+    "check_headers",
+    "check_timeout",
+    "redact_url",
 ]
 
 logger = logging.getLogger("whop_async")
@@ -51,6 +58,10 @@ DEFAULT_CONNECTION_LIMIT: Final = 100
 DEFAULT_MAX_RESPONSE_BYTES: Final = 1024 * 1024
 #: Seconds one call (or one item of a bulk send) may wait on 429s before they use its retries.
 DEFAULT_MAX_RATE_LIMIT_WAIT: Final = 600.0
+#: The ``Api-Version-Date`` the models and tests are written against, sent by default: without
+#: it Whop applies the version stored with the key, which differs from key to key. The value
+#: whop-sdk 2.6.0 pins; see docs/configuration.md for moving to a newer one.
+API_VERSION: Final = "2026-10-15-1"
 
 API_KEY_ENV: Final = "WHOP_API_KEY"
 BASE_URL_ENV: Final = "WHOP_BASE_URL"
@@ -117,13 +128,6 @@ class Backoff:
 DEFAULT_BACKOFF: Final = Backoff()
 
 
-def _user_agent() -> str:
-    return (
-        f"whop-async/{__version__} (python {platform.python_version()}; "
-        f"aiohttp {aiohttp.__version__})"
-    )
-
-
 def _is_loopback(host: str | None) -> bool:
     if host is None:
         return False
@@ -135,11 +139,15 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def check_timeout(field: str, value: object) -> float | None:
+    """``value`` if it is ``None`` or a number of seconds > 0; else ``InvalidParamsError``."""
+    if value is not None and (not is_real(value) or not value > 0):  # type: ignore[operator]
+        raise InvalidParamsError(field, f"must be a number of seconds > 0, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def _check_timeout(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is None:
-        return
-    if not is_real(value) or not value > 0:
-        raise InvalidParamsError(attribute.name, f"must be a number of seconds > 0, got {value!r}")
+    check_timeout(attribute.name, value)
 
 
 def _check_count(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
@@ -153,11 +161,62 @@ def check_seconds(field: str, value: object) -> None:
 
 
 _VERSION_HEADER: Final = "Api-Version-Date"
+#: Headers the client sets itself: extra or default headers may not replace them.
+_RESERVED_HEADERS: Final = {
+    "authorization": "it carries the API key (pass api_key=)",
+    "idempotency-key": "each call sets its own (pass idempotency_key=)",
+    "content-length": "aiohttp sets it from the body",
+    "transfer-encoding": "aiohttp sets it from the body",
+    "host": "it comes from base_url",
+}
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def check_headers(field: str, headers: object) -> dict[str, str]:
+    """A copy of ``headers`` checked for safe names and values; ``field`` names it in errors.
+
+    Raises:
+        InvalidParamsError: not a mapping of strings, a name that is not an HTTP token, a value
+            with a line break or other control character, or a header the client sets itself.
+    """
+    if not isinstance(headers, Mapping):
+        raise InvalidParamsError(
+            field, f"must be a mapping of strings, got {type(headers).__name__}"
+        )
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise InvalidParamsError(field, f"{name!r} is not a valid header name")
+        if not isinstance(value, str):
+            raise InvalidParamsError(
+                f"{field}[{name!r}]", f"must be a string, got {type(value).__name__}"
+            )
+        check_header_value(f"{field}[{name!r}]", value)
+        reason = _RESERVED_HEADERS.get(name.lower())
+        if reason is not None:
+            raise InvalidParamsError(field, f"{name!r} is set by the client: {reason}")
+        checked[name] = value
+    return checked
+
+
+def redact_url(url: URL) -> str:
+    """``url`` as text without its user and password, for reprs and log lines."""
+    return (
+        str(url.with_user(None)) if url.user is not None or url.password is not None else str(url)
+    )
+
+
+def _user_agent(suffix: str | None) -> str:
+    agent = (
+        f"whop-async/{__version__} (python {platform.python_version()}; "
+        f"aiohttp {aiohttp.__version__})"
+    )
+    return f"{agent} {suffix}" if suffix else agent
 
 
 @attrs.frozen(kw_only=True)
 class ClientConfig:
-    """The resolved settings of one client. ``api_key`` never appears in its repr."""
+    """The resolved settings of one client; its repr shows neither the key nor proxy secrets."""
 
     api_key: str = attrs.field(repr=False)
     base_url: URL
@@ -168,14 +227,18 @@ class ClientConfig:
     backoff: Backoff
     max_rate_limit_wait: float = attrs.field(validator=_non_negative)
     max_response_bytes: int = attrs.field(validator=_check_count)
+    proxy: URL | None = attrs.field(repr=lambda url: "None" if url is None else redact_url(url))
+    user_agent: str | None = None
+    """Appended to whop_async's own ``User-Agent``: your application and its version."""
+    default_headers: Mapping[str, str] = attrs.field(factory=dict)
+    """Sent with every request, after the client's own and before a call's ``extra_headers``."""
     headers: dict[str, str] = attrs.field(init=False, repr=False)
-    """Every header a request carries but its idempotency key."""
-    session_headers: dict[str, str] = attrs.field(init=False, repr=False)
-    """The part of ``headers`` that every client sharing a pool sends alike (all but the
-    version, which ``with_options`` may change): a session we create carries them itself."""
-    version_headers: dict[str, str] = attrs.field(init=False, repr=False)
-    """The rest of ``headers``: what a request through such a session passes itself."""
+    """Every header a request carries but its idempotency key and a call's extra headers."""
+    api_root: str = attrs.field(init=False, repr=False)
+    """``base_url`` as text, which paths are appended to."""
     aiohttp_timeout: aiohttp.ClientTimeout = attrs.field(init=False, repr=False)
+    """``timeout`` as aiohttp takes it: one bound for the whole attempt. The wait for a pooled
+    connection comes before it (see ``_pool.py``), so a crowded pool eats into no attempt."""
 
     @headers.default
     def _headers(self) -> dict[str, str]:
@@ -183,26 +246,21 @@ class ClientConfig:
             "Authorization": f"Bearer {self.api_key}",
             "Content-Type": "application/json",
             "Accept": "application/json",
-            "User-Agent": _user_agent(),
+            "User-Agent": _user_agent(self.user_agent),
         }
         if self.app_id is not None:
             headers["X-Whop-App-Id"] = self.app_id
         if self.api_version is not None:
             headers[_VERSION_HEADER] = self.api_version
+        headers.update(self.default_headers)
         return headers
 
-    @session_headers.default
-    def _session_headers(self) -> dict[str, str]:
-        return {name: value for name, value in self.headers.items() if name != _VERSION_HEADER}
-
-    @version_headers.default
-    def _version_headers(self) -> dict[str, str]:
-        return {name: value for name, value in self.headers.items() if name == _VERSION_HEADER}
+    @api_root.default
+    def _api_root(self) -> str:
+        return str(self.base_url)
 
     @aiohttp_timeout.default
     def _aiohttp_timeout(self) -> aiohttp.ClientTimeout:
-        # One bound for the whole attempt; the wait for a pooled connection happens before it
-        # (see _pool.py), so a crowded pool never eats into an attempt's time.
         return aiohttp.ClientTimeout(total=self.timeout)
 
 
@@ -237,19 +295,59 @@ def resolve_app_id(app_id: str | None) -> str | None:
     return _resolve_header_option("app_id", app_id, APP_ID_ENV)
 
 
-def resolve_api_version(api_version: str | None) -> str | None:
-    """Take the explicit API version, else ``WHOP_API_VERSION``, else none (Whop's 2025-01-01).
+def resolve_api_version(api_version: str | NotGiven | None) -> str | None:
+    """The ``Api-Version-Date`` to send: the explicit value (``None``: send none, so the key's
+    own pin applies), else ``WHOP_API_VERSION`` (set but empty: none), else ``API_VERSION``.
 
     Values are opaque to the client (``"2026-08-21"``, ``"2026-09-22-3"``): Whop answers an
     unknown one with a 400. Only what would break a header is refused here, and surrounding
     whitespace, which HTTP strips: the version Whop saw would not be the one configured.
     """
+    if api_version is None:
+        return None
+    if isinstance(api_version, NotGiven):
+        api_version = os.environ.get(API_VERSION_ENV, API_VERSION)  # set but empty: none
     version = _resolve_header_option("api_version", api_version, API_VERSION_ENV)
     if version is not None and version != version.strip():
         raise InvalidParamsError(
             "api_version", f"must not start or end with whitespace, got {version!r}"
         )
     return version
+
+
+def resolve_user_agent(user_agent: str | None) -> str | None:
+    """Check an application's ``User-Agent`` suffix (``"my-service/1.4"``)."""
+    if user_agent is None:
+        return None
+    if not isinstance(user_agent, str):
+        raise InvalidParamsError("user_agent", f"must be a string, got {type(user_agent).__name__}")
+    check_header_value("user_agent", user_agent)
+    return user_agent.strip() or None
+
+
+def resolve_proxy(proxy: str | URL | None, *, base_url: URL, from_environment: bool) -> URL | None:
+    """The proxy every request goes through: ``proxy`` if given, else the environment's.
+
+    With ``from_environment``, ``HTTPS_PROXY`` (or ``HTTP_PROXY`` for a plain-http
+    ``base_url``) applies unless ``NO_PROXY`` names the host, read once here with the
+    standard library's rules. (aiohttp's own ``trust_env`` would read them, and ``~/.netrc``,
+    again in a thread for every request, and a netrc entry for Whop's host would clash with
+    the ``Authorization`` header.)
+    """
+    if proxy is None:
+        if not from_environment or not base_url.host or urllib.request.proxy_bypass(base_url.host):
+            return None
+        proxy = urllib.request.getproxies().get(base_url.scheme)
+        if not proxy:
+            return None
+    try:
+        url = URL(str(proxy))
+    except (TypeError, ValueError) as exc:
+        raise InvalidParamsError("proxy", f"is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        shown = redact_url(url) if url.host else "(not a URL)"
+        raise InvalidParamsError("proxy", f"must be an absolute http(s) URL, got {shown!r}")
+    return url
 
 
 def resolve_base_url(base_url: str | URL | None) -> URL:

@@ -7,23 +7,27 @@ model, so a new endpoint adds models and nothing here:
 
 * fields left at their default are omitted from the body, never sent as ``null``;
 * ``idempotency_key`` is a header, so it never enters a body;
-* a boolean must be a real JSON boolean; unknown response fields are kept in ``extra``.
+* a boolean must be a real JSON boolean; unknown response fields are kept in ``extra``;
+* what the wire says about a response (``request_id``, ``replayed``, ...) is never read from
+  its body: the request loop fills it in.
 
-``dump_json(model)`` and ``load_json(raw, cls)`` are the whole API the client uses.
+``dump_json(model, extra_body)`` and ``load_json(raw, cls)`` are the whole API the client uses.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
-from cattrs.fns import identity
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter as make_json_converter
+
+from ._exceptions import InvalidParamsError
+from ._models import APIResponse
 
 __all__ = ["converter", "dump_json", "load_json", "make_converter"]
 
@@ -33,6 +37,13 @@ _T = TypeVar("_T")
 _HEADER_FIELDS: Final = frozenset({"idempotency_key"})
 #: Response models keep the fields they do not know in this one.
 _EXTRA_FIELD: Final = "extra"
+#: Response fields the request loop fills in from the wire: never read from a body.
+_WIRE_FIELDS: Final = frozenset(
+    field.name for field in attrs.fields(APIResponse) if field.name != _EXTRA_FIELD
+)
+_WIRE_DEFAULTS: Final = {
+    field.name: field.default for field in attrs.fields(APIResponse) if field.name in _WIRE_FIELDS
+}
 
 
 def _structure_strict_bool(value: Any, _: type) -> bool:
@@ -42,41 +53,47 @@ def _structure_strict_bool(value: Any, _: type) -> bool:
     return value
 
 
-def _has_extra(cls: type) -> bool:
-    return attrs.has(cls) and any(field.name == _EXTRA_FIELD for field in attrs.fields(cls))
+def _is_response_model(cls: type) -> bool:
+    return isinstance(cls, type) and issubclass(cls, APIResponse)
 
 
 def _is_request_model(cls: type) -> bool:
-    return attrs.has(cls) and not _has_extra(cls)
+    return attrs.has(cls) and not _is_response_model(cls)
 
 
 def _make_unstructure(converter: cattrs.Converter) -> Callable[[type], Callable[[Any], Any]]:
     def factory(cls: type) -> Callable[[Any], Any]:
-        # The models hold only strings, integers and tuples of them (the JSON encoder writes
-        # tuples as arrays): an identity hook is right, and cattrs inlines it.
-        overrides: dict[str, Any] = {
+        headers: dict[str, Any] = {
             field.name: override(omit=True)
-            if field.name in _HEADER_FIELDS
-            else override(unstruct_hook=identity)
             for field in attrs.fields(cls)
+            if field.name in _HEADER_FIELDS
         }
-        return make_dict_unstructure_fn(cls, converter, _cattrs_omit_if_default=True, **overrides)
+        return make_dict_unstructure_fn(cls, converter, _cattrs_omit_if_default=True, **headers)
 
     return factory
 
 
+def _as_given(value: Any, _: type) -> Any:
+    return value
+
+
 def _make_structure(converter: cattrs.Converter) -> Callable[[type], Callable[[Any, type], Any]]:
     def factory(cls: type) -> Callable[[Any, type], Any]:
-        structure_known: Callable[[Any, type], Any]
-        structure_known = make_dict_structure_fn(cls, converter, extra=override(omit=True))
-        known = frozenset(field.name for field in attrs.fields(cls))
+        # The wire's fields arrive merged into the body by load_json, and are taken as given.
+        as_given: dict[str, Any] = {
+            name: override(struct_hook=_as_given) for name in (*_WIRE_FIELDS, _EXTRA_FIELD)
+        }
+        structure_fields: Callable[[Any, type], Any]
+        structure_fields = make_dict_structure_fn(cls, converter, **as_given)
+        known = frozenset(field.name for field in attrs.fields(cls)) - {_EXTRA_FIELD}
 
         def structure(value: Any, target: type) -> Any:
             if not isinstance(value, dict):
                 raise TypeError(f"expected a JSON object, got {type(value).__name__}")
-            model = structure_known(value, target)
             extra = {key: item for key, item in value.items() if key not in known}
-            return attrs.evolve(model, extra=MappingProxyType(extra)) if extra else model
+            if extra:
+                value = {**value, _EXTRA_FIELD: MappingProxyType(extra)}
+            return structure_fields(value, target)
 
         return structure
 
@@ -88,61 +105,52 @@ def make_converter() -> cattrs.Converter:
     converter = make_json_converter(omit_if_default=True, detailed_validation=True)
     converter.register_structure_hook(bool, _structure_strict_bool)
     converter.register_unstructure_hook_factory(_is_request_model, _make_unstructure(converter))
-    converter.register_structure_hook_factory(_has_extra, _make_structure(converter))
+    converter.register_structure_hook_factory(_is_response_model, _make_structure(converter))
     return converter
 
 
 converter = make_converter()
 
-# Compact UTF-8 JSON through the public encoder API, built once rather than per call. What it
-# encodes is unstructured from frozen models, which cannot hold a cycle: no circular check.
-_encode: Final = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), check_circular=False
-).encode
-#: Each model class's unstructure hook, looked up once rather than dispatched per body.
-_unstructure_hooks: dict[type, Callable[[Any], Any]] = {}
+#: Compact UTF-8 JSON, made once rather than per call.
+_encode: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def dump_json(model: object) -> bytes:
-    """Serialize a request model into the compact UTF-8 JSON body of a request."""
-    cls = type(model)
-    unstructure = _unstructure_hooks.get(cls)
-    if unstructure is None:
-        unstructure = _unstructure_hooks[cls] = converter.get_unstructure_hook(cls)
-    return _encode(unstructure(model)).encode()
+def dump_json(model: object, extra_body: Mapping[str, Any] | None = None) -> bytes:
+    """Serialize a request model, with ``extra_body``'s fields added, into a JSON body.
+
+    Raises:
+        InvalidParamsError: ``extra_body`` is not a mapping of strings to JSON values.
+    """
+    payload = converter.unstructure(model)
+    if extra_body is not None:
+        if not isinstance(extra_body, Mapping) or not all(isinstance(k, str) for k in extra_body):
+            raise InvalidParamsError("extra_body", "must be a mapping with string keys")
+        payload = {**payload, **extra_body}
+    try:
+        return _encode(payload).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidParamsError("extra_body", f"must hold JSON values only: {exc}") from None
 
 
-#: Bodies up to this size are remembered with the model made of them (models are frozen, so one
-#: instance can serve every caller): Whop answers almost every call with the same 16 bytes.
-_MEMO_BODY_BYTES: Final = 256
-_MEMO_ENTRIES: Final = 64
-_memo: dict[tuple[type, bytes], Any] = {}
-
-
-def load_json(raw: bytes, cls: type[_T]) -> _T:
-    """Structure a JSON body into ``cls``.
+def load_json(raw: bytes, cls: type[_T], wire: Mapping[str, Any] | None = None) -> _T:
+    """Structure a JSON body into ``cls``, with what the wire said (``request_id``, ...) when
+    ``cls`` is a response model: merged over the body, so a body field of the same name is
+    never read into them (nor kept in ``extra``).
 
     Raises:
         ValueError: the body is not JSON, or not the shape of ``cls``; the message says why,
             with the path of each problem (``response.success: ...``).
     """
-    memo_key = (cls, raw)
-    remembered = _memo.get(memo_key)
-    if remembered is not None:
-        return remembered  # type: ignore[no-any-return]
     try:
-        payload = json.loads(raw)
-    except ValueError:
+        payload = json.loads(raw.decode())  # JSON on the wire is UTF-8 (RFC 8259)
+    except ValueError:  # UnicodeDecodeError included
         raise ValueError("a body that is not JSON") from None
+    if isinstance(payload, dict) and _is_response_model(cls):
+        payload = {**payload, **_WIRE_DEFAULTS, **(wire or {})}
     try:
-        model = converter.structure(payload, cls)
+        return converter.structure(payload, cls)
     except (cattrs.ClassValidationError, cattrs.IterableValidationError) as exc:
         problems = "; ".join(cattrs.transform_error(exc, path="response"))
         raise ValueError(f"a body that is not a {cls.__name__} ({problems})") from exc
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"a body that is not a {cls.__name__} (response: {exc})") from exc
-    if len(raw) <= _MEMO_BODY_BYTES:
-        if len(_memo) >= _MEMO_ENTRIES:
-            _memo.clear()
-        _memo[memo_key] = model
-    return model

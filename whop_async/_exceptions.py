@@ -6,7 +6,8 @@ Every exception the library raises on purpose is a ``WhopError``::
     ├── InvalidParamsError          (also ValueError, TypeError) bad input, raised before any I/O
     ├── ClientClosedError           the client was closed, or is used from another event loop
     ├── BulkSendError               a bulk send stopped early; carries every outcome
-    ├── BatchAbortedError           stands at the index of an item a bulk send never attempted
+    ├── BatchAbortedError           an item a bulk send stopped before sending (again)
+    ├── OutcomeUnknownError         an item in flight when its bulk send was cancelled
     ├── redis.RateLimiterUnavailableError   the shared limiter's Redis cannot be reached
     └── APIError                    something went wrong talking to Whop
         ├── APIConnectionError      no usable HTTP response (refused, reset, TLS, cut short)
@@ -30,6 +31,10 @@ every POST carries an idempotency key, and why every ``APIError`` of a call carr
 ``idempotency_key``: send again with it, and Whop replays the first answer instead of notifying
 twice. ``FATAL_ERRORS`` are the failures after which no other request of the client can succeed
 (a bulk send stops at the first). Nothing here ever holds the API key.
+
+Whop's error body is ``{"error": {"type": ..., "message": ..., "code": ...}}``: ``type`` is the
+kind (``rate_limit_exceeded``), ``code`` the specific refusal when there is one
+(``idempotency_key_mismatch``); ``APIStatusError`` keeps both.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ __all__ = [
     "InternalServerError",
     "InvalidParamsError",
     "NotFoundError",
+    "OutcomeUnknownError",
     "PermissionDeniedError",
     "RateLimitError",
     "UnprocessableEntityError",
@@ -154,9 +160,16 @@ class _ResponseError(APIError):
         """The body as text, exactly as received (undecodable bytes replaced)."""
         self.request_id: str | None = headers.get("x-request-id")
         """Whop's ``x-request-id``, to quote when asking Whop's support."""
-        code, message = error_details(body, raw_body)
+        kind, code, message = error_details(body, raw_body)
+        error = body.get("error") if isinstance(body, Mapping) else None
+        param = error.get("param") if isinstance(error, Mapping) else None
+        self.param: str | None = param if isinstance(param, str) else None
+        """Whop's ``error.param``: the parameter that caused the error, when it names one."""
+        self.type: str | None = kind
+        """Whop's ``error.type``, the kind of error, e.g. ``"rate_limit_exceeded"``."""
         self.code: str | None = code
-        """Whop's ``error.code`` (``error.type`` for a 429), e.g. ``"idempotency_key_mismatch"``."""
+        """Whop's ``error.code``, the specific refusal when it names one, e.g.
+        ``"idempotency_key_mismatch"``; ``None`` when the body has none."""
         self.message: str = message
         """The server's message, e.g. ``"Try again in 12 seconds."`` (shortened if long)."""
 
@@ -263,20 +276,17 @@ def decode_body(raw: bytes) -> tuple[object, str]:
         return text, text
 
 
-def error_details(body: object, text: str) -> tuple[str | None, str]:
-    """``(code, message)`` of an error body: Whop's ``{"error": {"code"|"type", "message"}}``.
-
-    The code is ``error.code``, else ``error.type`` (Whop's 429 uses ``type``), else ``None``.
-    """
+def error_details(body: object, text: str) -> tuple[str | None, str | None, str]:
+    """``(type, code, message)`` of an error body: Whop's ``{"error": {"type", "code",
+    "message"}}``, each ``None`` when absent (the message then comes from whatever was sent)."""
+    kind: str | None = None
     code: str | None = None
     if isinstance(body, Mapping):
         error = body.get("error")
         if isinstance(error, Mapping):
-            for key in ("code", "type"):
-                if isinstance(error.get(key), str):
-                    code = error[key]
-                    break
-    return code, server_message(body, text)
+            kind = error.get("type") if isinstance(error.get("type"), str) else None
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+    return kind, code, server_message(body, text)
 
 
 def server_message(body: object, text: str) -> str:
@@ -297,7 +307,7 @@ def server_message(body: object, text: str) -> str:
 def status_error(status: int, headers: Mapping[str, str], raw: bytes) -> APIStatusError:
     """Map one non-2xx response to the exception class that names its status."""
     body, text = decode_body(raw)
-    code, server_text = error_details(body, text)
+    _, code, server_text = error_details(body, text)
     cls = _CODED_ERRORS.get((status, code or "")) or _STATUS_ERRORS.get(status)
     if cls is None:
         cls = InternalServerError if status >= 500 else APIStatusError
@@ -342,14 +352,23 @@ class BulkSendError(WhopError):
 
 
 class BatchAbortedError(WhopError):
-    """The bulk send stopped before this item was attempted; it was never sent."""
+    """The bulk send stopped before this item was sent, or before it was sent again.
+
+    Safe to send again: with the item's own idempotency key if it had one, or the outcome's
+    ``idempotency_key`` when that is set (the item reached the wire before the stop).
+    """
+
+
+class OutcomeUnknownError(WhopError):
+    """The bulk send was cancelled while this item was in flight: it may or may not be queued.
+
+    Send it again with the outcome's ``idempotency_key``: Whop replays the first answer (for 24
+    hours) instead of notifying twice.
+    """
 
 
 #: Failures after which no other request of the same client can succeed: a wrong or revoked key
-#: (401), a key without the permission (403), a closed client. A bulk send stops at the first;
-#: anything else belongs to its item. The one definition the library and its CLI share.
-FATAL_ERRORS: tuple[type[WhopError], ...] = (
-    AuthenticationError,
-    PermissionDeniedError,
-    ClientClosedError,
-)
+#: (401), a closed client. A bulk send stops at the first; anything else belongs to its item (a
+#: 403 to its audience: Whop answers it for one experience the key cannot reach). The one
+#: definition the library and its CLI share.
+FATAL_ERRORS: tuple[type[WhopError], ...] = (AuthenticationError, ClientClosedError)

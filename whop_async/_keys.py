@@ -7,48 +7,16 @@ makes every retry, and every re-run of a job that derives the same key, safe to 
 from __future__ import annotations
 
 import hashlib
-import os
-from typing import Final
+import secrets
 
 from ._exceptions import InvalidParamsError
 
 __all__ = ["derive_idempotency_key", "new_idempotency_key"]
 
 
-class _KeySource:
-    """Random 128-bit keys, drawn from the OS 256 at a time.
-
-    A ``getrandom()`` system call per key is a measurable share of a bulk send's CPU, so keys are
-    cut from one larger draw. A forked child starts with an empty buffer (``register_at_fork``),
-    so it can never repeat keys its parent has already handed out.
-    """
-
-    _KEYS_PER_DRAW: Final = 256
-
-    def __init__(self) -> None:
-        self._hex = ""
-        self._offset = 0
-
-    def next(self) -> str:
-        if self._offset >= len(self._hex):
-            self._hex = os.urandom(16 * self._KEYS_PER_DRAW).hex()
-            self._offset = 0
-        key = self._hex[self._offset : self._offset + 32]
-        self._offset += 32
-        return key
-
-    def forget(self) -> None:
-        self._hex, self._offset = "", 0
-
-
-_keys = _KeySource()
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_keys.forget)
-
-
 def new_idempotency_key() -> str:
     """A fresh random 128-bit key (32 hex digits) for one logical call and all its attempts."""
-    return _keys.next()
+    return secrets.token_hex(16)
 
 
 def derive_idempotency_key(source_id: str | int, *, namespace: str = "") -> str:

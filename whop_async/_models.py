@@ -14,7 +14,7 @@ import attrs
 
 from ._exceptions import InvalidParamsError
 
-__all__ = ["ID", "NotificationCreateParams", "NotificationCreateResponse"]
+__all__ = ["ID", "APIResponse", "NotificationCreateParams", "NotificationCreateResponse"]
 
 #: Whop IDs are opaque strings (``"VXNlci0xMA=="``, ``"biz_..."``); inputs also accept integers.
 ID: TypeAlias = str | int
@@ -49,18 +49,14 @@ def _to_user_ids(value: object) -> tuple[ID, ...] | None:
     """Accept any iterable of IDs but a bare string, which would be read as a list of letters."""
     if value is None:
         return None
-    # A list or a tuple first: the isinstance check against an ABC is the slow one.
-    if not isinstance(value, (list, tuple)) and (
-        isinstance(value, (str, bytes)) or not isinstance(value, Iterable)
-    ):
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise InvalidParamsError(
             "user_ids",
             f"must be a list of user IDs, got {_type_name(value)} (wrap one ID in a list)",
         )
     user_ids = tuple(value)
     for position, user_id in enumerate(user_ids):
-        if type(user_id) is not str or not user_id.strip():  # else certainly valid
-            _check_id(f"user_ids[{position}]", user_id)
+        _check_id(f"user_ids[{position}]", user_id)
     return user_ids
 
 
@@ -96,9 +92,6 @@ class NotificationCreateParams:
     Build these ahead of time (for example from a database query) and hand them to
     ``client.notifications.send(params)`` or ``gather_notifications``. Construction
     validates every field and raises ``InvalidParamsError`` naming the first bad one.
-    (The checks are one method, ``__attrs_post_init__``, rather than a validator per field:
-    a bulk send builds one of these per item, and a call per field, None or not, is a
-    measurable share of its CPU.)
     """
 
     title: str
@@ -132,11 +125,8 @@ class NotificationCreateParams:
     """Sent as the ``Idempotency-Key`` header, never in the body. Generated when not given."""
 
     def __attrs_post_init__(self) -> None:
-        title, content = self.title, self.content
-        # The usual case in one expression; the checks that name a bad field only when not.
-        if not (type(title) is str and title.strip() and type(content) is str and content.strip()):
-            _require_text("title", title)
-            _require_text("content", content)
+        _require_text("title", self.title)
+        _require_text("content", self.content)
         if self.account_id is not None:
             _require_text("account_id", self.account_id)
         if self.experience_id is not None:
@@ -186,11 +176,32 @@ _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 
 @attrs.frozen(kw_only=True)
-class NotificationCreateResponse:
+class APIResponse:
+    """What every response model carries besides its body: what the wire said about the call.
+
+    None of it takes part in equality: two answers with the same body are equal.
+    """
+
+    extra: Mapping[str, Any] = attrs.field(default=_NO_EXTRA, eq=False)
+    """Fields Whop sent that this version does not know yet, kept for forward compatibility."""
+
+    request_id: str | None = attrs.field(default=None, eq=False)
+    """Whop's ``x-request-id`` for the attempt that succeeded: quote it to Whop's support."""
+
+    replayed: bool = attrs.field(default=False, eq=False)
+    """True when Whop answered from the first request with this idempotency key
+    (``Idempotent-Replayed: true``): the notification was sent then, not now."""
+
+    idempotency_key: str | None = attrs.field(default=None, eq=False)
+    """The key every attempt of the call carried."""
+
+    attempts: int = attrs.field(default=1, eq=False)
+    """HTTP attempts the call made, this one included (``attempts - 1`` were retried)."""
+
+
+@attrs.frozen(kw_only=True)
+class NotificationCreateResponse(APIResponse):
     """Whop's answer: whether the notification was queued (delivery itself is asynchronous)."""
 
     success: bool
     """True when Whop queued the notification."""
-
-    extra: Mapping[str, Any] = attrs.field(default=_NO_EXTRA, eq=False)
-    """Fields Whop sent that this version does not know yet, kept for forward compatibility."""

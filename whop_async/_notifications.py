@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._config import NOT_GIVEN, NotGiven
 from ._exceptions import InvalidParamsError
 from ._models import ID, NotificationCreateParams, NotificationCreateResponse
+from ._request_loop import RequestOptions
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Sequence
-
     from ._client import AsyncWhop
-    from ._ratelimit import RateLimiter
 
 __all__ = ["NotificationsResource"]
 
@@ -35,6 +35,10 @@ class NotificationsResource:
         subtitle: str | None = None,
         rest_path: str | None = None,
         idempotency_key: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        max_rate_limit_wait: float | NotGiven = NOT_GIVEN,
     ) -> NotificationCreateResponse:
         """Queue one notification for delivery.
 
@@ -44,8 +48,7 @@ class NotificationsResource:
             account_id: Send to this company's team members (``biz_...``). Exactly one of
                 ``account_id``, ``experience_id`` and ``company_id``.
             experience_id: Send to every user with access to this experience (``exp_...``).
-            company_id: The older name of ``account_id``, sent as such; what Whop answers to
-                without ``Api-Version-Date``.
+            company_id: The older name of ``account_id``, sent as such.
             user_ids: Only these users of the audience receive it (notified as a mention).
             icon_user_id: The user whose profile picture is the icon.
             subtitle: A secondary line under the title.
@@ -53,9 +56,16 @@ class NotificationsResource:
             idempotency_key: Sent as ``Idempotency-Key`` on every attempt of this call; a new
                 random key when not given. Pass your own (``derive_idempotency_key(row.id)``)
                 to make re-runs safe.
+            extra_headers: More headers for this call only (not ``Authorization`` nor
+                ``Idempotency-Key``).
+            extra_body: More body fields for this call only: a field Whop added before this
+                library knows it. Merged over the known ones.
+            timeout: This call's timeout per attempt, instead of the client's.
+            max_rate_limit_wait: This call's bound on 429 waits, instead of the client's.
 
         Returns:
-            Whop's answer; ``success`` means queued, not yet delivered.
+            Whop's answer; ``success`` means queued, not yet delivered. ``replayed`` says it was
+            sent earlier under the same key; ``request_id`` is what Whop's support asks for.
 
         Raises:
             InvalidParamsError: a parameter is invalid; nothing was sent.
@@ -76,35 +86,39 @@ class NotificationsResource:
             rest_path=rest_path,
             idempotency_key=idempotency_key,
         )
-        return await self.send(params)
+        return await self.send(
+            params,
+            extra_headers=extra_headers,
+            extra_body=extra_body,
+            timeout=timeout,
+            max_rate_limit_wait=max_rate_limit_wait,
+        )
 
-    async def send(self, params: NotificationCreateParams) -> NotificationCreateResponse:
-        """Queue a notification built ahead of time; see ``create`` for what it raises."""
+    async def send(
+        self,
+        params: NotificationCreateParams,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        max_rate_limit_wait: float | NotGiven = NOT_GIVEN,
+    ) -> NotificationCreateResponse:
+        """Queue a notification built ahead of time; see ``create`` for the rest."""
         if not isinstance(params, NotificationCreateParams):
             raise InvalidParamsError(
                 "params", f"must be a NotificationCreateParams, got {type(params).__name__}"
             )
-        return await self._send(params, params.idempotency_key)
-
-    def _send(
-        self,
-        params: NotificationCreateParams,
-        idempotency_key: str | None,
-        *,
-        limiter: RateLimiter | None = None,
-        max_rate_limit_wait: float | None = None,
-    ) -> Coroutine[Any, Any, NotificationCreateResponse]:
-        """The one call every way of sending takes (a bulk send passes per-call options).
-
-        It returns the request's coroutine rather than awaiting it: one coroutine less on every
-        request of a bulk send.
-        """
-        return self._client._request(
-            "POST",
-            "/notifications",
-            body=params,
-            cast_to=NotificationCreateResponse,
-            idempotency_key=idempotency_key,
-            limiter=limiter,
-            max_rate_limit_wait=max_rate_limit_wait,
+        return await self._client._request(
+            RequestOptions(
+                method="POST",
+                path="/notifications",
+                operation="notifications.create",
+                body=params,
+                cast_to=NotificationCreateResponse,
+                idempotency_key=params.idempotency_key,
+                extra_headers=extra_headers,
+                extra_body=extra_body,
+                timeout=timeout,
+                max_rate_limit_wait=max_rate_limit_wait,
+            )
         )

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import ssl as ssl_module
+import sys
 from collections import deque
-from collections.abc import Mapping
+from types import TracebackType
 
 import aiohttp
 
@@ -25,13 +26,13 @@ __all__ = ["Pool", "Slots"]
 
 
 class Slots:
-    """A counting semaphore whose uncontended acquire is a plain call, not a coroutine.
+    """A first-come, first-served counting semaphore: ``async with slots:`` holds one slot.
 
     ``take()`` takes a free slot if there is one and says whether it did; only when there is
-    none does the caller ``await wait()``, queued first come, first served. ``give()`` hands a
-    slot straight to the longest waiter, so a free slot and a waiter never exist together and
-    ``take()`` cannot jump the queue. (``asyncio.Semaphore`` costs a coroutine and a scan of
-    its waiters on every acquire; a bulk send acquires once per request.)
+    none does the caller ``await wait()``, queued in order. ``give()`` hands a slot straight to
+    the longest waiter, so a free slot and a waiter never exist together and ``take()`` cannot
+    jump the queue (``asyncio.Semaphore`` lets a newcomer take a slot a woken waiter was about
+    to take, on Python 3.10).
     """
 
     def __init__(self, count: int) -> None:
@@ -67,6 +68,18 @@ class Slots:
                 return
         self._free += 1
 
+    async def __aenter__(self) -> None:
+        if not self.take():
+            await self.wait()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.give()
+
 
 class _State(enum.Enum):
     UNOPENED = "unopened"
@@ -83,13 +96,9 @@ class Pool:
         session: aiohttp.ClientSession | None,
         connection_limit: int,
         ssl: ssl_module.SSLContext | bool,
-        headers: Mapping[str, str],
     ) -> None:
         self._session = session
-        self.owns_session = session is None
-        """True for a session we create: we close it, and it sends ``headers`` on every request
-        itself (aiohttp merges a request's own headers one by one, its session's in one copy)."""
-        self._headers = headers
+        self._owns_session = session is None
         self._connection_limit = connection_limit
         self._ssl = ssl
         self._state = _State.UNOPENED
@@ -111,9 +120,7 @@ class Pool:
         """The session, once opened (or borrowed)."""
         return self._session
 
-    def acquire(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> tuple[aiohttp.ClientSession, Slots | None]:
+    def acquire(self, loop: asyncio.AbstractEventLoop) -> tuple[aiohttp.ClientSession, Slots]:
         """Return the session and its slots, opening them in ``loop`` (the running one) at first.
 
         Raises:
@@ -121,6 +128,7 @@ class Pool:
         """
         if self._state is _State.OPEN and self._loop is loop:
             assert self._session is not None
+            assert self._slots is not None
             if self._session.closed:
                 raise ClientClosedError(
                     "The aiohttp session under this client was closed; create a new client."
@@ -136,15 +144,15 @@ class Pool:
             )
         return self._open(loop)
 
-    def _open(self, loop: asyncio.AbstractEventLoop) -> tuple[aiohttp.ClientSession, Slots | None]:
+    def _open(self, loop: asyncio.AbstractEventLoop) -> tuple[aiohttp.ClientSession, Slots]:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connection_limit, ssl=self._ssl)
             # No cookies: the API sets none we need, and the jar costs time on every request.
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), headers=self._headers
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
             )
         limit = self._session.connector.limit if self._session.connector is not None else 0
-        self._slots = Slots(limit) if limit else None
+        self._slots = Slots(limit or sys.maxsize)
         self._loop = loop
         self._state = _State.OPEN
         return self._session, self._slots
@@ -155,5 +163,5 @@ class Pool:
             return
         self._state = _State.CLOSED
         session, self._session = self._session, None
-        if session is not None and self.owns_session:
+        if session is not None and self._owns_session:
             await session.close()

@@ -19,13 +19,16 @@ import time
 from collections.abc import Mapping
 
 from ._config import Backoff
-from ._exceptions import APIConnectionError, APIStatusError
+from ._exceptions import APIConnectionError, APIStatusError, OutcomeUnknownError
+from ._ratelimit import pause_after_429
 
 __all__ = [
+    "asked_wait",
     "backoff_delay",
     "is_retryable",
     "parse_rate_limit_message",
     "parse_retry_after",
+    "rate_limit_delay",
     "retry_delay",
     "should_retry_status",
 ]
@@ -52,15 +55,16 @@ def is_retryable(error: BaseException) -> bool:
     """Whether the client retries a failure like ``error`` (when it has retries left).
 
     True for a connection failure or a timeout, except a TLS certificate that does not verify,
-    and for a status the client retries (408, 409, 429, 5xx; an ``x-should-retry`` header
-    decides first). False for every other error, including those raised before or instead of
-    a request. A retryable failure can be sent again later with the same idempotency key.
+    for a status the client retries (408, 409, 429, 5xx; an ``x-should-retry`` header decides
+    first), and for a bulk item whose outcome a cancellation left unknown. False for every
+    other error, including those raised before or instead of a request. A retryable failure
+    can be sent again later with the same idempotency key.
     """
     if isinstance(error, APIStatusError):
         return should_retry_status(error.status_code, error.headers)
     if isinstance(error, APIConnectionError):
         return error._retryable
-    return False
+    return isinstance(error, OutcomeUnknownError)
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -147,9 +151,38 @@ def retry_delay(
     A header wins over the wait in a 429's ``message``; either is cut to
     ``backoff.max_retry_after``.
     """
+    asked = asked_wait(headers, backoff, message=message)
+    return backoff_delay(retries_done, backoff) if asked is None else asked
+
+
+def asked_wait(
+    headers: Mapping[str, str] | None, backoff: Backoff, *, message: str | None = None
+) -> float | None:
+    """The wait the server asked for, cut to ``backoff.max_retry_after``; ``None`` for none.
+
+    ``retry-after-ms``, else ``Retry-After``, else the wait in a 429's ``message``.
+    """
     hinted = parse_retry_after(headers) if headers is not None else None
     if hinted is None:
         hinted = parse_rate_limit_message(message)
-    if hinted is not None:
-        return min(hinted, backoff.max_retry_after)
-    return backoff_delay(retries_done, backoff)
+    return None if hinted is None else min(hinted, backoff.max_retry_after)
+
+
+def rate_limit_delay(
+    asked: float | None, *, in_a_row: int, previous: float, backoff: Backoff
+) -> float:
+    """The wait after a 429, the ``in_a_row``-th of an unbroken run of 429s of one call.
+
+    ``asked`` is the server's wait (``asked_wait``; ``None`` when it asked none) and
+    ``previous`` the wait after the 429 before it in the run. The first 429 of a run waits what
+    was asked (the backoff when nothing was; at least the minimum pause): scattered 429s cost
+    their waits and no more. Each further 429 in a row
+    waits at least twice the one before, and at least what a 5xx would wait at that point of
+    the backoff schedule, up to ``backoff.max_retry_after``: a server that answers nothing but
+    429s sees a handful of requests per call per minute, not hundreds.
+    """
+    pause = pause_after_429(backoff_delay(0, backoff) if asked is None else asked)
+    if in_a_row <= 1:
+        return pause
+    grown = max(2.0 * previous, backoff.initial * 2.0 ** min(in_a_row - 1, 62))
+    return max(pause, min(grown, backoff.max_retry_after))

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
 from .. import (
+    API_VERSION,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_RATE_LIMIT,
@@ -96,8 +97,14 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--api-version",
         metavar="DATE",
-        help="sent as Api-Version-Date, pinning Whop's behaviour (default: $WHOP_API_VERSION; "
-        "without either, Whop behaves as of 2025-01-01)",
+        help="sent as Api-Version-Date, pinning Whop's behaviour (default: $WHOP_API_VERSION, "
+        f"else {API_VERSION}); 'none' sends none, so the key's own version applies",
+    )
+    group.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="an HTTP proxy for every request, http://user:pass@host:port (default: "
+        "$HTTPS_PROXY or $HTTP_PROXY unless $NO_PROXY names Whop's host)",
     )
     group.add_argument(
         "--timeout",

@@ -17,10 +17,13 @@ from .. import (
     DEFAULT_CONCURRENCY,
     DEFAULT_CONNECTION_LIMIT,
     DEFAULT_RATE_LIMIT,
+    FATAL_ERRORS,
+    NOT_GIVEN,
     AsyncWhop,
     BulkItem,
     BulkOutcome,
     BulkStats,
+    NotGiven,
     RateLimit,
     WhopError,
     iter_notifications,
@@ -131,7 +134,8 @@ def make_client(
             key,
             base_url=args.base_url,
             app_id=args.app_id,
-            api_version=args.api_version,
+            api_version=_api_version(args.api_version),
+            proxy=args.proxy,
             timeout=args.timeout,
             rate_limit=rate_limit,
             max_retries=args.max_retries,
@@ -139,6 +143,13 @@ def make_client(
         )
     except WhopError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _api_version(flag: str | None) -> str | NotGiven | None:
+    """``--api-version``: a version, ``none`` to send none, or (not given) the client's default."""
+    if flag is None:
+        return NOT_GIVEN
+    return None if flag.strip().lower() == "none" else flag
 
 
 class Interrupt:
@@ -239,6 +250,8 @@ class BulkSend:
             ):
                 async for outcome in outcomes:
                     on_outcome(outcome)
+        except FATAL_ERRORS:
+            pass  # on_outcome saw the item that met it, and the run reports it once
         except asyncio.CancelledError:
             if not self.interrupt.forced:
                 raise
