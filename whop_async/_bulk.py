@@ -228,12 +228,17 @@ _Phase: TypeAlias = Literal["idle", "pulling", "waiting", "sending", "backoff"]
 
 
 class _Worker(CallObserver):
-    """One worker task and the item it is sending, watched through the observer seam."""
+    """One worker task and the item it is sending, watched through the observer seam.
+
+    A worker observes every call of its task (bound once, for its life) but counts only the
+    one it makes for its item (``active``): not a call that an ``on_result`` callback makes.
+    """
 
     def __init__(self, batch: _Batch) -> None:
         self._batch = batch
         self.task: asyncio.Task[None] | None = None
         self.phase: _Phase = "idle"
+        self.active = False
         self.interrupted = False
         self.key: str | None = None
         self.attempts = 0
@@ -241,14 +246,14 @@ class _Worker(CallObserver):
         self._limiter_key = ""
         self._permit: Permit | None = None
 
-    def start_item(self) -> None:
-        self.key, self.attempts, self.sent, self.interrupted = None, 0, False, False
-
     def call_started(self, call: CallInfo) -> None:
-        self.key = call.idempotency_key
-        self._limiter_key = call.limiter_key
+        if self.active:
+            self.key = call.idempotency_key
+            self._limiter_key = call.limiter_key
 
     def before_attempt(self, attempt: int) -> float:
+        if not self.active:
+            return 0.0
         batch = self._batch
         if batch.fatal is not None or (attempt == 1 and batch.stopped):
             raise batch.aborted_error()
@@ -256,25 +261,27 @@ class _Worker(CallObserver):
         return 0.0 if batch.max_rate is None else batch.next_slot()
 
     def attempt_started(self, attempt: int, permit: Permit) -> None:
-        self.phase = "sending"
-        self.sent = True
-        self.attempts = attempt
-        self._permit = permit
-        self._batch.stats.attempts += 1
+        if self.active:
+            self.phase = "sending"
+            self.sent = True
+            self.attempts = attempt
+            self._permit = permit
+            self._batch.stats.attempts += 1
 
     def attempt_ended(self, attempt: int, outcome: AttemptOutcome) -> None:
-        if outcome.status == 429:
+        if self.active and outcome.status == 429:
             self._batch.count_429(self._permit, self._limiter_key)
 
     def retry_scheduled(
         self, attempt: int, delay: float, error: APIError, uses_retry: bool
     ) -> None:
-        self.phase = "backoff"
-        if uses_retry:
-            self._batch.stats.retries += 1
+        if self.active:
+            self.phase = "backoff"
+            self._batch.stats.retries += uses_retry
 
     def call_ended(self, response: object | None, error: BaseException | None) -> None:
-        self.phase = "idle"
+        if self.active:
+            self.phase = "idle"
 
     def interrupt(self) -> None:
         """End the current item (or pull) now; the worker reports it as cut short."""
@@ -362,23 +369,24 @@ class _Batch:
                 watcher.cancel()
 
     async def _work(self, worker: _Worker) -> None:
-        while not (self.stopped or self.fatal is not None):
-            worker.phase = "pulling"
-            try:
-                pulled = await self._source.next()
-            except asyncio.CancelledError:
-                if not worker.interrupted:
-                    raise
-                _uncancel()
-                return
-            finally:
-                worker.phase = "idle"
-            if pulled is None:
-                return
-            await self._send(worker, *pulled)
+        with observing(worker):  # every call of this task, for the worker's life
+            while not (self.stopped or self.fatal is not None):
+                worker.phase = "pulling"
+                try:
+                    pulled = await self._source.next()
+                except asyncio.CancelledError:
+                    if not worker.interrupted:
+                        raise
+                    _uncancel()
+                    return
+                finally:
+                    worker.phase = "idle"
+                if pulled is None:
+                    return
+                await self._send(worker, *pulled)
 
     async def _send(self, worker: _Worker, index: int, item: object) -> None:
-        worker.start_item()
+        worker.key, worker.attempts, worker.sent, worker.interrupted = None, 0, False, False
         response: NotificationCreateResponse | None = None
         error: WhopError | None = None
         try:
@@ -389,8 +397,11 @@ class _Batch:
             elif denied is not None:
                 error = denied
             else:
-                with observing(worker):
+                worker.active = True
+                try:
                     response = await self._sender.send(params)
+                finally:
+                    worker.active = False
         except asyncio.CancelledError:
             if not worker.interrupted:
                 await self._report_cancelled(worker, index)
@@ -401,9 +412,7 @@ class _Batch:
             error = self._denied.setdefault(_audience(params), exc)
         except WhopError as exc:
             error = exc
-        self._count(response, error)
-        if self.results is not None:
-            self._keep(index, response, error)
+        self._count(index, response, error)
         if self._on_result is not None or self._deliver is not None:
             # An outcome object only for whoever reads one: gather without on_result does not.
             key = worker.key if worker.sent else None
@@ -420,7 +429,7 @@ class _Batch:
         else:
             error = BatchAbortedError("Not sent: the bulk send was cancelled first.")
         outcome = BulkOutcome(index, worker.key if worker.sent else None, None, error, 0)
-        self._count(None, error)
+        self._count(index, None, error)
         if self._on_result is not None:
             returned = self._on_result(outcome)
             if inspect.isawaitable(returned):
@@ -428,7 +437,15 @@ class _Batch:
 
     # accounting
 
-    def _count(self, response: NotificationCreateResponse | None, error: WhopError | None) -> None:
+    def _count(
+        self, index: int, response: NotificationCreateResponse | None, error: WhopError | None
+    ) -> None:
+        """Account for one item read: counters, gather's result list, and what stops the batch."""
+        results = self.results
+        if results is not None:
+            if index >= len(results):  # items finish out of order
+                results.extend([None] * (index + 1 - len(results)))
+            results[index] = response if error is None else error
         stats = self.stats
         if error is None:
             stats.succeeded += 1
@@ -445,15 +462,6 @@ class _Batch:
             self._abort(error)
         elif self._stop_on_failure:
             self.stop(error)
-
-    def _keep(
-        self, index: int, response: NotificationCreateResponse | None, error: WhopError | None
-    ) -> None:
-        results = self.results
-        assert results is not None
-        if index >= len(results):  # items finish out of order
-            results.extend([None] * (index + 1 - len(results)))
-        results[index] = response if error is None else error
 
     async def _hand_over(self, outcome: BulkOutcome) -> None:
         if self._on_result is not None:
@@ -501,9 +509,7 @@ class _Batch:
         """Read what is left of the input and account for each item as never sent."""
         while (pulled := await self._source.next()) is not None:
             error = self.aborted_error()
-            self._count(None, error)
-            if self.results is not None:
-                self._keep(pulled[0], None, error)
+            self._count(pulled[0], None, error)
             if self._on_result is not None or self._deliver is not None:
                 await self._hand_over(BulkOutcome(pulled[0], None, None, error))
 

@@ -45,7 +45,7 @@ from ._notifications import NotificationsResource
 from ._observe import CallInfo, ObserverFactory, observers_for
 from ._pool import Pool
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter
-from ._request_loop import PreparedRequest, RequestOptions, run
+from ._request_loop import PreparedRequest, RequestLoop, RequestOptions
 from ._sliding_log import make_limiter
 
 __all__ = ["AsyncWhop"]
@@ -156,6 +156,7 @@ class AsyncWhop:
         self._clock = clock or LoopClock()
         self._limiter = make_limiter(rate_limit, clock=clock)
         self._pool = Pool(session=session, connection_limit=connection_limit, ssl=ssl)
+        self._loop = RequestLoop(self._config, self._pool, self._limiter, self._clock)
         self._on_event = on_event
         self._observers: tuple[ObserverFactory, ...] = (
             () if on_event is None else (EventEmitter(on_event),)
@@ -255,6 +256,7 @@ class AsyncWhop:
             clock=self._clock,
         )
         derived._pool = self._pool
+        derived._loop = RequestLoop(derived._config, self._pool, self._limiter, self._clock)
         derived._owns_pool = False
         derived._closed = self._closed
         return derived
@@ -266,19 +268,13 @@ class AsyncWhop:
         then runs the request loop: the rate limiter and the observers on every attempt,
         retries with one idempotency key, the 2xx structured into ``options.cast_to``.
         """
-        if self.is_closed:
+        if self._closed or self._pool.closed:
             raise ClientClosedError(
                 "This client has been closed; create a new AsyncWhop to send more requests."
             )
         request = self._prepare(options)
-        observers = observers_for(request.call, self._observers)
-        result: _ModelT = await run(
-            request,
-            config=self._config,
-            pool=self._pool,
-            limiter=self._limiter,
-            clock=self._clock,
-            observers=observers,
+        result: _ModelT = await self._loop.run(
+            request, observers_for(request.call, self._observers)
         )
         return result
 

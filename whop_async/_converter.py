@@ -23,13 +23,14 @@ from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
+from cattrs.fns import identity
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter as make_json_converter
 
 from ._exceptions import InvalidParamsError
 from ._models import APIResponse
 
-__all__ = ["converter", "dump_json", "load_json", "make_converter"]
+__all__ = ["converter", "dump_json", "load_json", "make_converter", "wire_values"]
 
 _T = TypeVar("_T")
 
@@ -41,8 +42,13 @@ _EXTRA_FIELD: Final = "extra"
 _WIRE_FIELDS: Final = frozenset(
     field.name for field in attrs.fields(APIResponse) if field.name != _EXTRA_FIELD
 )
+#: Where load_json puts the wire's values in what it structures: keys no JSON body uses, so a
+#: body field named like one (``"request_id"``) is never read into it, and stays in ``extra``.
+_WIRE_KEYS: Final = {name: f"\0{name}" for name in _WIRE_FIELDS}
 _WIRE_DEFAULTS: Final = {
-    field.name: field.default for field in attrs.fields(APIResponse) if field.name in _WIRE_FIELDS
+    _WIRE_KEYS[field.name]: field.default
+    for field in attrs.fields(APIResponse)
+    if field.name in _WIRE_FIELDS
 }
 
 
@@ -63,12 +69,13 @@ def _is_request_model(cls: type) -> bool:
 
 def _make_unstructure(converter: cattrs.Converter) -> Callable[[type], Callable[[Any], Any]]:
     def factory(cls: type) -> Callable[[Any], Any]:
-        headers: dict[str, Any] = {
+        overrides: dict[str, Any] = {
             field.name: override(omit=True)
-            for field in attrs.fields(cls)
             if field.name in _HEADER_FIELDS
+            else override(unstruct_hook=identity)
+            for field in attrs.fields(cls)
         }
-        return make_dict_unstructure_fn(cls, converter, _cattrs_omit_if_default=True, **headers)
+        return make_dict_unstructure_fn(cls, converter, _cattrs_omit_if_default=True, **overrides)
 
     return factory
 
@@ -81,17 +88,19 @@ def _make_structure(converter: cattrs.Converter) -> Callable[[type], Callable[[A
     def factory(cls: type) -> Callable[[Any, type], Any]:
         # The wire's fields arrive merged into the body by load_json, and are taken as given.
         as_given: dict[str, Any] = {
-            name: override(struct_hook=_as_given) for name in (*_WIRE_FIELDS, _EXTRA_FIELD)
+            name: override(rename=key, struct_hook=_as_given) for name, key in _WIRE_KEYS.items()
         }
+        as_given[_EXTRA_FIELD] = override(struct_hook=_as_given)
         structure_fields: Callable[[Any, type], Any]
         structure_fields = make_dict_structure_fn(cls, converter, **as_given)
-        known = frozenset(field.name for field in attrs.fields(cls)) - {_EXTRA_FIELD}
+        body_fields = {field.name for field in attrs.fields(cls)} - _WIRE_FIELDS - {_EXTRA_FIELD}
+        known = frozenset(body_fields | set(_WIRE_KEYS.values()))
 
         def structure(value: Any, target: type) -> Any:
             if not isinstance(value, dict):
                 raise TypeError(f"expected a JSON object, got {type(value).__name__}")
-            extra = {key: item for key, item in value.items() if key not in known}
-            if extra:
+            if not value.keys() <= known:
+                extra = {key: item for key, item in value.items() if key not in known}
                 value = {**value, _EXTRA_FIELD: MappingProxyType(extra)}
             return structure_fields(value, target)
 
@@ -110,6 +119,7 @@ def make_converter() -> cattrs.Converter:
 
 
 converter = make_converter()
+
 
 #: Compact UTF-8 JSON, made once rather than per call.
 _encode: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -132,10 +142,22 @@ def dump_json(model: object, extra_body: Mapping[str, Any] | None = None) -> byt
         raise InvalidParamsError("extra_body", f"must hold JSON values only: {exc}") from None
 
 
+def wire_values(
+    *, request_id: str | None, replayed: bool, idempotency_key: str | None, attempts: int
+) -> Mapping[str, Any]:
+    """What the wire said about a response, as ``load_json`` takes it."""
+    return {
+        _WIRE_KEYS["request_id"]: request_id,
+        _WIRE_KEYS["replayed"]: replayed,
+        _WIRE_KEYS["idempotency_key"]: idempotency_key,
+        _WIRE_KEYS["attempts"]: attempts,
+    }
+
+
 def load_json(raw: bytes, cls: type[_T], wire: Mapping[str, Any] | None = None) -> _T:
-    """Structure a JSON body into ``cls``, with what the wire said (``request_id``, ...) when
-    ``cls`` is a response model: merged over the body, so a body field of the same name is
-    never read into them (nor kept in ``extra``).
+    """Structure a JSON body into ``cls``, with what the wire said (``wire_values``) when
+    ``cls`` is a response model: never read from the body, where a field of the same name
+    stays in ``extra``.
 
     Raises:
         ValueError: the body is not JSON, or not the shape of ``cls``; the message says why,
@@ -146,7 +168,7 @@ def load_json(raw: bytes, cls: type[_T], wire: Mapping[str, Any] | None = None) 
     except ValueError:  # UnicodeDecodeError included
         raise ValueError("a body that is not JSON") from None
     if isinstance(payload, dict) and _is_response_model(cls):
-        payload = {**payload, **_WIRE_DEFAULTS, **(wire or {})}
+        payload = {**payload, **(_WIRE_DEFAULTS if wire is None else wire)}
     try:
         return converter.structure(payload, cls)
     except (cattrs.ClassValidationError, cattrs.IterableValidationError) as exc:

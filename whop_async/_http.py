@@ -86,7 +86,6 @@ def _connection_error(exc: Exception) -> APIConnectionError:
 
 async def send_once(
     pool: Pool,
-    *,
     method: str,
     url: URL,
     headers: Mapping[str, str],

@@ -7,7 +7,7 @@ makes every retry, and every re-run of a job that derives the same key, safe to 
 from __future__ import annotations
 
 import hashlib
-import secrets
+import os
 
 from ._exceptions import InvalidParamsError
 
@@ -15,8 +15,11 @@ __all__ = ["derive_idempotency_key", "new_idempotency_key"]
 
 
 def new_idempotency_key() -> str:
-    """A fresh random 128-bit key (32 hex digits) for one logical call and all its attempts."""
-    return secrets.token_hex(16)
+    """A fresh random 128-bit key (32 hex digits) for one logical call and all its attempts.
+
+    What ``secrets.token_hex(16)`` returns: the OS's randomness, safe across threads and forks.
+    """
+    return os.urandom(16).hex()
 
 
 def derive_idempotency_key(source_id: str | int, *, namespace: str = "") -> str:

@@ -49,14 +49,17 @@ def _to_user_ids(value: object) -> tuple[ID, ...] | None:
     """Accept any iterable of IDs but a bare string, which would be read as a list of letters."""
     if value is None:
         return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    if not isinstance(value, (list, tuple)) and (
+        isinstance(value, (str, bytes)) or not isinstance(value, Iterable)
+    ):
         raise InvalidParamsError(
             "user_ids",
             f"must be a list of user IDs, got {_type_name(value)} (wrap one ID in a list)",
         )
     user_ids = tuple(value)
     for position, user_id in enumerate(user_ids):
-        _check_id(f"user_ids[{position}]", user_id)
+        if type(user_id) is not str or not user_id.strip():
+            _check_id(f"user_ids[{position}]", user_id)
     return user_ids
 
 
@@ -125,8 +128,10 @@ class NotificationCreateParams:
     """Sent as the ``Idempotency-Key`` header, never in the body. Generated when not given."""
 
     def __attrs_post_init__(self) -> None:
-        _require_text("title", self.title)
-        _require_text("content", self.content)
+        title, content = self.title, self.content
+        if not (type(title) is str and title.strip() and type(content) is str and content.strip()):
+            _require_text("title", title)
+            _require_text("content", content)
         if self.account_id is not None:
             _require_text("account_id", self.account_id)
         if self.experience_id is not None:

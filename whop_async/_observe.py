@@ -19,7 +19,7 @@ sent), ``attempt_ended``, and ``retry_scheduled`` when another attempt follows; 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
@@ -64,10 +64,18 @@ class AttemptOutcome(NamedTuple):
     """The error the attempt ended in, ``None`` for a 2xx that parsed."""
     elapsed: float
     """Seconds from sending to the last byte read (the limiter's wait excluded)."""
-    request_id: str | None
-    """Whop's ``x-request-id``, when a response carried one."""
-    replayed: bool
-    """True when Whop answered from a stored first answer (``Idempotent-Replayed: true``)."""
+    headers: Mapping[str, str] | None
+    """The response's headers, when a response arrived."""
+
+    @property
+    def request_id(self) -> str | None:
+        """Whop's ``x-request-id``, when a response carried one."""
+        return None if self.headers is None else self.headers.get("x-request-id")
+
+    @property
+    def replayed(self) -> bool:
+        """True when Whop answered from a stored first answer (``Idempotent-Replayed: true``)."""
+        return self.headers is not None and self.headers.get("Idempotent-Replayed") == "true"
 
 
 class CallObserver:

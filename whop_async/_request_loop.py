@@ -11,6 +11,7 @@ same ``Idempotency-Key``. What to retry and how long to wait are the pure rules 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -20,7 +21,7 @@ from yarl import URL
 
 from ._clock import Clock
 from ._config import NOT_GIVEN, ClientConfig, NotGiven
-from ._converter import load_json
+from ._converter import load_json, wire_values
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -35,7 +36,7 @@ from ._pool import Pool
 from ._ratelimit import RateLimiter
 from ._retry import asked_wait, rate_limit_delay, retry_delay, should_retry_status
 
-__all__ = ["PreparedRequest", "RequestOptions", "run"]
+__all__ = ["PreparedRequest", "RequestLoop", "RequestOptions"]
 
 _ModelT = TypeVar("_ModelT")
 
@@ -75,176 +76,200 @@ class PreparedRequest(NamedTuple):
     max_rate_limit_wait: float
 
 
-async def run(
-    request: PreparedRequest,
-    *,
-    config: ClientConfig,
-    pool: Pool,
-    limiter: RateLimiter,
-    clock: Clock,
-    observers: Sequence[CallObserver],
-) -> Any:
-    """Send ``request`` until it succeeds or may not be tried again; return its parsed 2xx.
+class RequestLoop:
+    """Runs the calls of one client: its settings, its pool, its rate limiter, its clock."""
 
-    A 429 waits as the server asked (growing when 429s come in a row) without using a retry
-    while the call's 429 waits stay within ``max_rate_limit_wait``. Every ``APIError`` raised
-    carries the call's idempotency key.
+    def __init__(
+        self, config: ClientConfig, pool: Pool, limiter: RateLimiter, clock: Clock
+    ) -> None:
+        self._config = config
+        self._pool = pool
+        self._limiter = limiter
+        self._clock = clock
 
-    Raises:
-        APIStatusError: a non-2xx response that is not retried, or still failing after retries.
-        APIConnectionError: no response (``APITimeoutError`` when an attempt timed out).
-        APIResponseValidationError: a 2xx body that is too large or not the documented shape.
-        ClientClosedError: the client was closed, or is used from another event loop.
-        WhopError: an observer ended the call before an attempt (a bulk send stopping).
-    """
-    key = request.call.idempotency_key
-    response: Any = None
-    failure: BaseException | None = None
-    for observer in observers:
-        observer.call_started(request.call)
-    try:
-        response = await _attempts(request, config, pool, limiter, clock, observers)
-        return response
-    except APIError as exc:
-        exc.idempotency_key = key
-        failure = exc
-        raise
-    except BaseException as exc:  # cancellation too: observers hear of every end
-        failure = exc
-        raise
-    finally:
+    async def run(self, request: PreparedRequest, observers: Sequence[CallObserver]) -> Any:
+        """Send ``request`` until it succeeds or may not be tried again; return its parsed 2xx.
+
+        A 429 waits as the server asked (growing when 429s come in a row) without using a retry
+        while the call's 429 waits stay within ``max_rate_limit_wait``. Every ``APIError``
+        raised carries the call's idempotency key; the observers hear of every end.
+
+        Raises:
+            APIStatusError: a non-2xx answer not retried, or still failing after the retries.
+            APIConnectionError: no response (``APITimeoutError`` when an attempt timed out).
+            APIResponseValidationError: a 2xx body too large or not the documented shape.
+            ClientClosedError: the client was closed, or is used from another event loop.
+            WhopError: an observer ended the call before an attempt (a bulk send stopping).
+        """
         for observer in observers:
-            observer.call_ended(response, failure)
-
-
-async def _attempts(
-    request: PreparedRequest,
-    config: ClientConfig,
-    pool: Pool,
-    limiter: RateLimiter,
-    clock: Clock,
-    observers: Sequence[CallObserver],
-) -> Any:
-    method, url = request.call.method, request.url
-    attempt = 0
-    retries_done = 0
-    rate_limit_waited = 0.0
-    in_a_row = 0  # 429s in an unbroken run
-    delay = 0.0
-    while True:
-        attempt += 1
-        hold = 0.0
-        for observer in observers:
-            hold = max(hold, observer.before_attempt(attempt))
-        if hold > 0:
-            await clock.sleep(hold)
-        permit = await limiter.acquire(request.call.limiter_key)
+            observer.call_started(request.call)
+        response: Any = None
+        failure: BaseException | None = None
         try:
-            for observer in observers:
-                observer.attempt_started(attempt, permit)
-            if permit.waited:
-                logger.debug(
-                    "%s %s waited %.3f s for the rate limiter (%s)",
-                    method,
-                    url,
-                    permit.waited,
-                    permit.wait_kind,
-                )
-            started = clock.now()
-            try:
-                result = await send_once(
-                    pool,
-                    method=method,
-                    url=url,
-                    headers=request.headers,
-                    body=request.body,
-                    timeout=request.timeout,
-                    proxy=config.proxy,
-                    max_response_bytes=config.max_response_bytes,
-                )
-            except APIError as exc:  # one the next attempt would meet again: no retry
-                failed = getattr(exc, "status_code", None)
-                _tell(observers, attempt, failed, None, exc, clock.now() - started)
-                raise
-            elapsed = clock.now() - started
-            error: APIError | None = None
-            if isinstance(result, RawResponse):
-                status = result.status
-                if not 200 <= status < 300:
-                    error = status_error(status, result.headers, result.body)
-                asked = None
-                if isinstance(error, APIStatusError) and status == 429:
-                    asked = asked_wait(result.headers, config.backoff, message=error.message)
-                permit.record(status, retry_after=asked)
-            else:
-                error = result
-                permit.record(None)
+            response = await self._attempts(request, observers)
+            return response
+        except APIError as exc:
+            exc.idempotency_key = request.call.idempotency_key
+            failure = exc
+            raise
+        except BaseException as exc:  # cancellation too
+            failure = exc
+            raise
         finally:
-            await limiter.release(request.call.limiter_key, permit)
+            for observer in observers:
+                observer.call_ended(response, failure)
 
-        if isinstance(result, RawResponse) and error is None:
-            replayed = _replayed(result.headers)
+    async def _attempts(self, request: PreparedRequest, observers: Sequence[CallObserver]) -> Any:
+        config, clock, limiter = self._config, self._clock, self._limiter
+        key = request.call.limiter_key
+        debug = logger.isEnabledFor(logging.DEBUG)
+        retries: _Retries | None = None  # made at the first failure: most calls have none
+        attempt = 0
+        while True:
+            attempt += 1
+            hold = 0.0
+            for observer in observers:
+                hold = max(hold, observer.before_attempt(attempt))
+            if hold > 0:
+                await clock.sleep(hold)
+            permit = await limiter.acquire(key)
             try:
-                model = _parse(request, result, attempt, replayed)
-            except APIError as exc:
-                _tell(observers, attempt, result.status, result.headers, exc, elapsed)
-                raise
-            _tell(observers, attempt, result.status, result.headers, None, elapsed)
-            _log_attempt(method, url, result, attempt, config, elapsed)
-            return model
+                for observer in observers:
+                    observer.attempt_started(attempt, permit)
+                if debug and permit.waited:
+                    logger.debug(
+                        "%s waited %.3f s for the rate limiter (%s)",
+                        request.call.url,
+                        permit.waited,
+                        permit.wait_kind,
+                    )
+                started = time.perf_counter()  # the wire's time, not the pacing clock's
+                try:
+                    result = await send_once(
+                        self._pool,
+                        request.call.method,
+                        request.url,
+                        request.headers,
+                        request.body,
+                        request.timeout,
+                        config.proxy,
+                        config.max_response_bytes,
+                    )
+                except APIError as exc:  # one the next attempt would meet again: no retry
+                    status = getattr(exc, "status_code", None)
+                    _tell(observers, attempt, status, None, exc, time.perf_counter() - started)
+                    raise
+                elapsed = time.perf_counter() - started
+                error = _error_of(result)
+                if isinstance(error, APIStatusError) and error.status_code == 429:
+                    asked = asked_wait(error.headers, config.backoff, message=error.message)
+                    permit.record(429, retry_after=asked)
+                else:
+                    permit.record(result.status if isinstance(result, RawResponse) else None)
+            finally:
+                await limiter.release(key, permit)
 
-        assert isinstance(error, (APIStatusError, APIConnectionError))
-        if isinstance(result, RawResponse):
-            _tell(observers, attempt, result.status, result.headers, error, elapsed)
-        else:
-            _tell(observers, attempt, None, None, error, elapsed)
-        _log_attempt(method, url, result, attempt, config, elapsed)
-        # A connection error returned (not raised) by send_once is always worth another try.
+            if debug:
+                _log_attempt(request, result, attempt, config, elapsed)
+            if error is None:
+                assert isinstance(result, RawResponse)
+                replayed = result.headers.get("Idempotent-Replayed") == "true"
+                try:
+                    model = _parse(request, result, attempt, replayed)
+                except APIError as exc:
+                    _tell(observers, attempt, result.status, result.headers, exc, elapsed)
+                    raise
+                _tell(observers, attempt, result.status, result.headers, None, elapsed)
+                return model
+            if isinstance(result, RawResponse):
+                _tell(observers, attempt, result.status, result.headers, error, elapsed)
+            else:
+                _tell(observers, attempt, None, None, error, elapsed)
+            if retries is None:
+                retries = _Retries(config, request.max_rate_limit_wait)
+            delay, uses_retry = retries.after(error, permit.retry_after, request.call)
+            for observer in observers:
+                observer.retry_scheduled(attempt, delay, error, uses_retry)
+            await clock.sleep(delay)
+
+
+class _Retries:
+    """One call's retry budget: decides, after each failed attempt, how long to wait first."""
+
+    def __init__(self, config: ClientConfig, max_rate_limit_wait: float) -> None:
+        self._config = config
+        self._max_rate_limit_wait = max_rate_limit_wait
+        self._retries_done = 0
+        self._rate_limit_waited = 0.0
+        self._in_a_row = 0  # 429s in an unbroken run
+        self._delay = 0.0
+
+    def after(
+        self, error: APIStatusError | APIConnectionError, asked: float | None, call: CallInfo
+    ) -> tuple[float, bool]:
+        """``(delay, uses_retry)`` before the next attempt; raises ``error`` if there is none.
+
+        A connection error that reaches here (not raised by the attempt) is worth another try.
+        """
+        config = self._config
         retryable = (
-            should_retry_status(result.status, result.headers)
-            if isinstance(result, RawResponse)
+            should_retry_status(error.status_code, error.headers)
+            if isinstance(error, APIStatusError)
             else True
         )
-        if isinstance(result, RawResponse) and result.status == 429:
-            in_a_row += 1
-            delay = rate_limit_delay(
-                permit.retry_after, in_a_row=in_a_row, previous=delay, backoff=config.backoff
+        if isinstance(error, APIStatusError) and error.status_code == 429:
+            self._in_a_row += 1
+            self._delay = rate_limit_delay(
+                asked, in_a_row=self._in_a_row, previous=self._delay, backoff=config.backoff
             )
-            free = retryable and rate_limit_waited + delay <= request.max_rate_limit_wait
+            if retryable and self._rate_limit_waited + self._delay <= self._max_rate_limit_wait:
+                # Not this call's fault: wait as asked, without using one of its retries.
+                self._rate_limit_waited += self._delay
+                logger.info(
+                    "Rate limited on %s %s: waiting %.3f s as Whop asked",
+                    call.method,
+                    call.url,
+                    self._delay,
+                )
+                return self._delay, False
         else:
-            in_a_row = 0
-            headers = result.headers if isinstance(result, RawResponse) else None
-            delay = retry_delay(retries_done, headers, config.backoff)
-            free = False
-        if free:
-            rate_limit_waited += delay
-            logger.info("Rate limited on %s %s: waiting %.3f s as Whop asked", method, url, delay)
-        elif not retryable or retries_done >= config.max_retries:
+            self._in_a_row = 0
+            headers = error.headers if isinstance(error, APIStatusError) else None
+            self._delay = retry_delay(self._retries_done, headers, config.backoff)
+        if not retryable or self._retries_done >= config.max_retries:
             raise error
-        else:
-            retries_done += 1
-            logger.info(
-                "Retrying %s %s in %.3f s (retry %d of %d) after %s",
-                method,
-                url,
-                delay,
-                retries_done,
-                config.max_retries,
-                _reason(error),
-            )
-        for observer in observers:
-            observer.retry_scheduled(attempt, delay, error, not free)
-        await clock.sleep(delay)
+        self._retries_done += 1
+        logger.info(
+            "Retrying %s %s in %.3f s (retry %d of %d) after %s",
+            call.method,
+            call.url,
+            self._delay,
+            self._retries_done,
+            config.max_retries,
+            _reason(error),
+        )
+        return self._delay, True
+
+
+def _error_of(
+    result: RawResponse | APIConnectionError,
+) -> APIStatusError | APIConnectionError | None:
+    """What an attempt failed with: ``None`` for a 2xx."""
+    if not isinstance(result, RawResponse):
+        return result
+    if 200 <= result.status < 300:
+        return None
+    return status_error(result.status, result.headers, result.body)
 
 
 def _parse(request: PreparedRequest, result: RawResponse, attempts: int, replayed: bool) -> Any:
     """Structure a 2xx into ``cast_to``, with what the wire said about it, or say why not."""
-    wire = {
-        "request_id": result.headers.get("x-request-id"),
-        "replayed": replayed,
-        "idempotency_key": request.call.idempotency_key,
-        "attempts": attempts,
-    }
+    wire = wire_values(
+        request_id=result.headers.get("x-request-id"),
+        replayed=replayed,
+        idempotency_key=request.call.idempotency_key,
+        attempts=attempts,
+    )
     try:
         return load_json(result.body, request.cast_to, wire)
     except ValueError as exc:
@@ -258,10 +283,6 @@ def _parse(request: PreparedRequest, result: RawResponse, attempts: int, replaye
         ) from None
 
 
-def _replayed(headers: Mapping[str, str]) -> bool:
-    return headers.get("Idempotent-Replayed") == "true"
-
-
 def _tell(
     observers: Sequence[CallObserver],
     attempt: int,
@@ -273,11 +294,7 @@ def _tell(
     """Tell the observers how an attempt ended."""
     if not observers:
         return
-    if headers is None:
-        outcome = AttemptOutcome(status, error, elapsed, None, False)
-    else:
-        request_id = headers.get("x-request-id")
-        outcome = AttemptOutcome(status, error, elapsed, request_id, _replayed(headers))
+    outcome = AttemptOutcome(status, error, elapsed, headers)
     for observer in observers:
         observer.attempt_ended(attempt, outcome)
 
@@ -289,15 +306,12 @@ def _reason(error: APIStatusError | APIConnectionError) -> str:
 
 
 def _log_attempt(
-    method: str,
-    url: URL,
+    request: PreparedRequest,
     result: RawResponse | APIConnectionError,
     attempt: int,
     config: ClientConfig,
     elapsed: float,
 ) -> None:
-    if not logger.isEnabledFor(logging.DEBUG):
-        return
     if isinstance(result, RawResponse):
         outcome: object = result.status
         request_id = result.headers.get("x-request-id")
@@ -305,8 +319,8 @@ def _log_attempt(
         outcome, request_id = type(result.__cause__).__name__, None
     logger.debug(
         "%s %s -> %s (attempt %d of %d, %.1f ms, request id %s)",
-        method,
-        url,
+        request.call.method,
+        request.call.url,
         outcome,
         attempt,
         config.max_retries + 1,
