@@ -19,6 +19,7 @@ LOG_ENV: Final = "WHOP_LOG"
 _LEVELS: Final = {"info": logging.INFO, "debug": logging.DEBUG}
 
 logger = logging.getLogger("whop_async")
+_warned: set[str] = set()
 
 
 def configure_from_environment() -> logging.Handler | None:
@@ -26,7 +27,8 @@ def configure_from_environment() -> logging.Handler | None:
     value = os.environ.get(LOG_ENV, "").strip().lower()
     level = _LEVELS.get(value)
     if level is None:
-        if value:
+        if value and value not in _warned:
+            _warned.add(value)
             logger.warning("%s=%r is not one of %s: ignored", LOG_ENV, value, sorted(_LEVELS))
         return None
     if logger.hasHandlers():
