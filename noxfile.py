@@ -37,6 +37,8 @@ TEST_REQUIREMENTS = [
     "hypothesis>=6",
     "trustme>=1",
     "whop-sdk==2.6.0",  # tests/test_api_today.py: the official SDK against the emulator
+    "opentelemetry-sdk>=1.30",  # tests/test_otel.py: the real SDK's in-memory exporters
+    "proxy.py>=2.4.4",  # tests/test_proxy.py: a real forward proxy on 127.0.0.1
 ]
 
 
@@ -57,7 +59,7 @@ _put_pyenv_interpreters_on_path()
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package (not the source tree), with coverage."""
-    session.install(".[cli,redis,taskiq]", *TEST_REQUIREMENTS)
+    session.install(".[cli,redis,taskiq,otel]", *TEST_REQUIREMENTS)
     session.run(
         "pytest",
         "--cov=whop_async",
@@ -79,7 +81,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the public-API typing test."""
-    session.install(".[cli,redis,taskiq]", "mypy>=1.10", "pytest>=8", "pytest-asyncio>=0.24")
+    session.install(".[cli,redis,taskiq,otel]", "mypy>=1.10", "pytest>=8", "pytest-asyncio>=0.24")
     session.run("mypy", "--strict", "whop_async")
     session.run("mypy", "--strict", "tests/typing")
 

@@ -196,10 +196,14 @@ async def test_after_a_401_a_stream_yields_what_it_read_then_raises() -> None:
     async with WhopEmulator(rate_limit=None) as server:
         client = AsyncWhop("revoked", base_url=server.base_url, backoff=Backoff.instant())
         seen: list[BulkOutcome] = []
+
+        async def consume() -> None:
+            async for outcome in iter_notifications(client, endless(), concurrency=4):
+                seen.append(outcome)
+
         async with client:
             with pytest.raises(AuthenticationError):
-                async for outcome in iter_notifications(client, endless(), concurrency=4):
-                    seen.append(outcome)
+                await consume()
 
     assert read == len(seen) <= 8  # stopped reading at once; every item read is accounted for
     assert server.request_count <= 4

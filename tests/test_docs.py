@@ -61,6 +61,8 @@ SENDING_PAGES = {
     "configuration.md",
     "errors.md",
     "bulk.md",
+    "stopping.md",
+    "observability.md",
     "README.md",
 }
 #: Files a page may define for a pytest project run in a subprocess.
