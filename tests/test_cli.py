@@ -216,6 +216,39 @@ async def test_send_that_whop_reports_unsuccessful_exits_1(server: WhopEmulator)
     assert server.request_count == 1
 
 
+async def test_send_says_when_whop_replayed_the_first_answer_to_its_key(
+    server: WhopEmulator,
+) -> None:
+    args = ("send", "--account-id", "biz_1", "--title", "T", "--content", "C")
+
+    first = await run(*args, "--idempotency-key", "same-key", server=server)
+    second = await run(*args, "--idempotency-key", "same-key", server=server)
+    fresh = await run(*args, server=server)
+
+    assert (first.status, second.status, fresh.status) == (0, 0, 0)
+    assert "replayed" not in first.stdout
+    assert "replayed: Whop answered from the key's first request" in second.stdout
+    assert len(server.notifications) == 2
+    generated = fresh.stdout.split("idempotency key: ")[1].split()[0]
+    assert generated == server.requests[-1].headers["Idempotency-Key"]
+    assert len(generated) == 32
+    assert int(generated, 16) >= 0  # 32 hex digits, as --help says
+
+
+async def test_a_403_of_a_send_is_a_failure_of_that_send_with_its_key(
+    server: WhopEmulator,
+) -> None:
+    server.fail_next(1, status=403)
+
+    ran = await run(
+        "send", "--experience-id", "exp_1", "--title", "T", "--content", "C", server=server
+    )
+
+    assert ran.status == 1  # not 2: the key works, this experience is closed to it
+    assert "403" in ran.stderr
+    assert f"Idempotency-Key: {server.requests[0].headers['Idempotency-Key']}" in ran.stderr
+
+
 async def test_send_without_an_api_key_is_a_usage_error(server: WhopEmulator) -> None:
     ran = await run(
         "send",
@@ -400,6 +433,58 @@ async def test_rerunning_a_file_sends_the_same_keys(server: WhopEmulator, tmp_pa
     keys = [request.headers["Idempotency-Key"] for request in server.requests]
     assert len(keys) == 4
     assert sorted(keys[:2]) == sorted(keys[2:])
+
+
+async def test_replays_are_shown_in_the_summary_and_the_journal(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    rows, journal = tmp_path / "rows.jsonl", tmp_path / "journal.jsonl"
+    _campaign(rows, 3)
+    first = await run("bulk", rows, server=server)  # no journal: a re-run sends them again
+
+    again = await run("bulk", rows, "--journal", journal, server=server)
+
+    assert (first.status, again.status) == (0, 0)
+    assert (summary(first)["sent"], summary(first)["replayed"]) == ("3", "0")
+    assert (summary(again)["sent"], summary(again)["replayed"]) == ("3", "3")
+    assert len(server.notifications) == 3  # Whop notified once per row
+    records = read_jsonl(journal)
+    assert len(records) == 3
+    assert all(record["replayed"] is True for record in records)
+    assert {str(record["key"]) for record in records} == set(server.idempotency_keys())
+
+
+async def test_a_403_fails_its_audience_and_the_other_audiences_go_on(
+    server: WhopEmulator, tmp_path: Path
+) -> None:
+    # Whop answers 403 for an experience the key cannot reach; the key works for the rest.
+    rows, failures = tmp_path / "rows.jsonl", tmp_path / "failures.jsonl"
+    rows.write_text(
+        jsonl(
+            {"id": "a", "experience_id": "exp_closed", "title": "A1", "content": "C"},
+            {"id": "b", "experience_id": "exp_open", "title": "B1", "content": "C"},
+            {"id": "c", "experience_id": "exp_closed", "title": "A2", "content": "C"},
+            {"id": "d", "account_id": "biz_1", "title": "Team", "content": "C"},
+        )
+    )
+    server.fail_next(1, status=403)  # the first request: line 1, one request at a time
+
+    ran = await run("bulk", rows, "--failures", failures, "--concurrency", "1", server=server)
+
+    assert ran.status == 1  # some rows failed; not 2: the key itself is fine
+    assert "check the API key" not in ran.stderr
+    assert "line 1: Error code: 403" in ran.stderr
+    assert "line 3: Error code: 403" in ran.stderr  # failed with it, without a request
+    assert (summary(ran)["sent"], summary(ran)["failed"]) == ("2", "2")
+    assert sorted(titles(server)) == ["B1", "Team"]
+    assert server.request_count == 3
+    failed = read_jsonl(failures)
+    assert [record["_line"] for record in failed] == [1, 3]
+    # Whop replays a 403 to its key for 24 hours: the failures file gives each row a new key.
+    assert [record["idempotency_key"] for record in failed] == [
+        derive_idempotency_key(derive_idempotency_key(row_id), namespace="whop-async resend")
+        for row_id in ("a", "c")
+    ]
 
 
 # bulk: bad files and dry runs
@@ -742,6 +827,82 @@ async def test_a_second_ctrl_c_aborts_the_requests_in_flight(tmp_path: Path) -> 
     assert "re-running resends them with the same idempotency keys" in ran.stderr
     assert summary(ran)["sent"] == "0"
     assert server.request_count == 4
+
+
+async def test_the_first_ctrl_c_stops_through_the_library_without_waiting_for_the_limit(
+    tmp_path: Path,
+) -> None:
+    # Two may start a minute: two are sent, two more wait for the limiter. The first Ctrl-C
+    # lets the two sent finish and ends the two waiting at once, unsent, instead of sending
+    # them a minute later.
+    rows, journal, failures = (tmp_path / name for name in ("rows.jsonl", "j.jsonl", "f.jsonl"))
+    _campaign(rows, 20)
+    async with WhopEmulator(api_key=SECRET_KEY, response_delay=1.0) as server:
+        process = await start(
+            "bulk",
+            rows,
+            "--journal",
+            journal,
+            "--failures",
+            failures,
+            "--concurrency",
+            "4",
+            "--rate-limit",
+            "2/60",
+            server=server,
+        )
+        await _wait_for_requests(server, 2)
+        process.send_signal(signal.SIGINT)
+        ran = await finish(process)
+
+    assert ran.status == 130
+    assert "Stopping: no new requests" in ran.stderr
+    assert server.request_count == 2
+    table = summary(ran)
+    assert (table["sent"], table["failed"], table["interrupted"]) == ("2", "0", "2")
+    # The two in flight finished and were journaled; the two never sent were not.
+    assert _journal_keys(journal) == set(server.idempotency_keys())
+    assert len(read_jsonl(journal)) == 2
+    unsent = read_jsonl(failures)
+    assert len(unsent) == 2
+    assert all("Not sent" in str(record["_error"]) for record in unsent)
+    # Never sent, so safe to send again as they are, with their own keys.
+    assert not {str(record["idempotency_key"]) for record in unsent} & set(
+        server.idempotency_keys()
+    )
+
+
+async def test_a_second_ctrl_c_keeps_the_rows_in_flight_in_the_failures_file_with_their_keys(
+    tmp_path: Path,
+) -> None:
+    rows, failures = tmp_path / "rows.jsonl", tmp_path / "failures.jsonl"
+    _campaign(rows, 20)
+    async with WhopEmulator(api_key=SECRET_KEY, response_delay=5.0) as server:
+        process = await start(
+            "bulk", rows, "--failures", failures, "--concurrency", "4", server=server
+        )
+        await _wait_for_requests(server, 4)
+        process.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        ran = await finish(process)
+        sent_keys = [request.headers["Idempotency-Key"] for request in server.requests]
+
+    assert ran.status == 130
+    table = summary(ran)
+    assert (table["sent"], table["failed"], table["interrupted"]) == ("0", "0", "4")
+    in_flight = read_jsonl(failures)
+    assert len(in_flight) == 4
+    assert all("may or may not" in str(record["_error"]) for record in in_flight)
+    # The keys they were sent with: a re-run of this file gets Whop's first answer, not a
+    # second notification.
+    assert sorted(str(record["idempotency_key"]) for record in in_flight) == sorted(sent_keys)
+    assert f"The 4 unanswered are in {failures}, keys kept." in ran.stderr
+
+    async with WhopEmulator(api_key=SECRET_KEY) as fresh:
+        again = await run("bulk", failures, server=fresh)
+    assert again.status == 0, again.stderr
+    assert sorted(map(str, fresh.idempotency_keys())) == sorted(sent_keys)
 
 
 async def _wait_for_requests(server: WhopEmulator, count: int) -> None:

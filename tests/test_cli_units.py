@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import io
 import json
 import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -30,27 +31,20 @@ from whop_async import (
 )
 from whop_async._exceptions import status_error
 from whop_async.cli import _bulk as cli_bulk
-from whop_async.cli import _input as cli_input
 from whop_async.cli import main
 from whop_async.cli._app import DEMO_RATE_LIMIT, build_parser
-from whop_async.cli._input import Input, pipe_lines
 from whop_async.cli._journal import Journal
-from whop_async.cli._progress import (
-    PlainProgress,
-    Progress,
-    RichProgress,
-    format_duration,
-    make_progress,
-)
+from whop_async.cli._progress import Progress, format_duration
 from whop_async.cli._rows import (
     CONTENT_KEY_NAMESPACE,
     FileProblem,
     Format,
+    Input,
     ReadError,
     Row,
-    RowParser,
     file_identity,
     guess_format,
+    in_thread,
     read_rows,
 )
 from whop_async.cli._shared import Output, UsageError, best_rate, make_client
@@ -96,17 +90,16 @@ GOOD_ROW = {"company_id": "biz_1", "title": "T", "content": "C"}
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["demo", "--count", "ten"], "not an integer: 'ten'"),
-        (["demo", "--count", "0"], "must be at least 1, got 0"),
-        (["demo", "--concurrency", "-3"], "must be at least 1, got -3"),
-        (["demo", "--max-rate", "fast"], "not a number: 'fast'"),
-        (["demo", "--max-rate", "0"], "must be a number > 0, got 0"),
-        (["demo", "--max-rate", "inf"], "must be a number > 0, got inf"),
-        (["demo", "--max-rate", "nan"], "must be a number > 0, got nan"),
-        (["demo", "--faults", "1.5"], "must be between 0 and 1, got 1.5"),
-        (["demo", "--faults", "-0.1"], "must be a number > 0, got -0.1"),
-        (["bulk", "rows.csv", "--max-retries", "-1"], "must be at least 0, got -1"),
-        (["bulk", "rows.csv", "--timeout", "soon"], "not a number: 'soon'"),
+        (["demo", "--count", "ten"], "must be an integer, at least 1, got 'ten'"),
+        (["demo", "--count", "0"], "must be an integer, at least 1, got '0'"),
+        (["demo", "--concurrency", "many"], "invalid int value: 'many'"),
+        (["demo", "--max-rate", "fast"], "invalid float value: 'fast'"),
+        (["demo", "--faults", "1.5"], "must be a number between 0 and 1, got '1.5'"),
+        (["demo", "--faults", "-0.1"], "must be a number between 0 and 1, got '-0.1'"),
+        (["demo", "--faults", "nan"], "must be a number between 0 and 1, got 'nan'"),
+        (["demo", "--faults", "lots"], "must be a number between 0 and 1, got 'lots'"),
+        (["bulk", "rows.csv", "--max-retries", "some"], "invalid int value: 'some'"),
+        (["bulk", "rows.csv", "--timeout", "soon"], "invalid float value: 'soon'"),
         (["bulk", "rows.csv", "--format", "xml"], "invalid choice: 'xml'"),
         (["bulk", "rows.csv", "--rate-limit", "fast"], "must look like REQUESTS/SECONDS"),
         (["bulk", "rows.csv", "--rate-limit", "0/60"], "must be an integer >= 1, got 0"),
@@ -130,6 +123,33 @@ def test_a_bad_argument_exits_2_naming_the_problem(
 
     assert exited.value.code == 2
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--concurrency", "0"], "concurrency: must be an integer >= 1, got 0"),
+        (["--max-rate", "0"], "max_rate: must be a number > 0"),
+        (["--max-rate", "nan"], "max_rate: must be a number > 0"),
+        (["--max-retries", "-1"], "max_retries: must be an integer >= 0, got -1"),
+        (["--timeout", "0"], "timeout: must be a number of seconds > 0"),
+    ],
+)
+def test_a_value_the_library_refuses_exits_2_naming_it_before_anything_is_sent(
+    tmp_path: Path, flags: list[str], expected: str
+) -> None:
+    # The library checks these (policy lives once); nothing listens at UNREACHABLE, so a run
+    # that got as far as sending would fail differently.
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(jsonl(GOOD_ROW))
+
+    ran = run("bulk", rows, *flags, "--api-key", UNIT_KEY, "--base-url", UNREACHABLE)
+
+    assert ran.status == 2
+    assert f"whop-async: error: {expected}" in ran.stderr
+    demo = run("demo", "--concurrency", "-3", "--no-progress")
+    assert demo.status == 2
+    assert "concurrency: must be an integer >= 1, got -3" in demo.stderr
 
 
 def test_good_arguments_parse_to_their_values() -> None:
@@ -396,51 +416,67 @@ def pipe() -> Iterator[tuple[int, int]]:
             os.close(end)
 
 
-async def test_a_pipe_is_read_a_line_at_a_time_as_it_is_written(pipe: tuple[int, int]) -> None:
+async def test_stdin_rows_arrive_as_their_lines_are_written_and_the_loop_stays_free(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     read_end, write_end = pipe
-    lines = pipe_lines(read_end, asyncio.Event())
-    os.write(write_end, b"first\nsec")
-    assert await anext(lines) == b"first\n"
+    monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
+    rows = Input("-", "jsonl", "<stdin>").stream()
+    os.write(write_end, jsonl(GOOD_ROW).encode() + b'{"title": "sec')
+    first = await anext(rows)
 
-    reading = asyncio.ensure_future(anext(lines))
+    reading = asyncio.ensure_future(anext(rows))
     # A reader that blocked the loop would not let this sleep end before the rescue write.
-    rescue = threading.Timer(2.0, os.write, (write_end, b"too late\n"))
+    rescue = threading.Timer(2.0, os.write, (write_end, b'ond"}\n'))
     rescue.start()
     await asyncio.sleep(0.05)
     assert not reading.done()
     rescue.cancel()
-    os.write(write_end, b"ond\n")
-    assert await reading == b"second\n"
-
+    os.write(write_end, b'ond", "content": "C", "company_id": "biz_1"}\n')
+    second = await reading
     os.close(write_end)
-    assert [line async for line in lines] == []
+
+    assert [row async for row in rows] == []
+    assert isinstance(first, Row)
+    assert isinstance(second, Row)
+    assert (first.line, second.line, second.values["title"]) == (1, 2, "second")
     assert os.get_blocking(read_end), "stdin was left non-blocking for the shell"
 
 
-async def test_a_stop_ends_a_read_that_waits_on_a_quiet_pipe(pipe: tuple[int, int]) -> None:
-    read_end, write_end = pipe
-    stop = asyncio.Event()
-    lines = pipe_lines(read_end, stop)
-    os.write(write_end, b"one\n")
-    assert await anext(lines) == b"one\n"
-
-    reading = asyncio.ensure_future(anext(lines, None))
-    await asyncio.sleep(0.02)
-    stop.set()
-
-    assert await asyncio.wait_for(reading, 1.0) is None
-    assert os.get_blocking(read_end)
-
-
-async def test_an_overlong_line_on_a_pipe_is_a_read_error(
+async def test_a_pull_cancelled_on_a_quiet_pipe_ends_at_once_and_is_no_empty_file(
     pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    read_end, write_end = pipe
-    monkeypatch.setattr(cli_input, "MAX_LINE_BYTES", 16)
-    os.write(write_end, b"x" * 40 + b"\n")
+    # What the library's stop does to a worker that waits for the next row.
+    read_end, _ = pipe
+    monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
+    rows = Input("-", "jsonl", "<stdin>").stream()
+    reading = asyncio.ensure_future(anext(rows))
+    await asyncio.sleep(0.02)
 
-    with pytest.raises(ReadError, match="longer than 16 bytes"):
-        await anext(pipe_lines(read_end, asyncio.Event()))
+    reading.cancel()
+
+    # No ReadError("the file has no rows"): the input never ended.
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(reading, 1.0)
+    assert [row async for row in rows] == []
+
+
+async def test_a_thread_reads_one_item_per_pull_and_hands_its_errors_over() -> None:
+    pulled: list[int] = []
+
+    def items() -> Generator[int, None, None]:
+        for number in (1, 2):
+            pulled.append(number)
+            yield number
+        raise ReadError("the file has no rows")
+
+    async with contextlib.aclosing(in_thread(items())) as stream:
+        assert await anext(stream) == 1
+        await asyncio.sleep(0.05)
+        assert pulled == [1]  # nothing read ahead
+        assert await anext(stream) == 2
+        with pytest.raises(ReadError, match="no rows"):
+            await anext(stream)
 
 
 async def test_stdin_that_is_a_pipe_gives_each_row_once_its_last_line_arrives(
@@ -448,7 +484,7 @@ async def test_stdin_that_is_a_pipe_gives_each_row_once_its_last_line_arrives(
 ) -> None:
     read_end, write_end = pipe
     monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
-    rows = Input("-", "csv", "<stdin>").stream(asyncio.Event())
+    rows = Input("-", "csv", "<stdin>").stream()
     os.write(write_end, '\ufeffaccount_id,title,content\nbiz_1,"Two'.encode())
 
     reading = asyncio.ensure_future(anext(rows))
@@ -469,19 +505,6 @@ async def test_stdin_that_is_a_pipe_gives_each_row_once_its_last_line_arrives(
     ]
 
 
-async def test_a_stop_before_any_row_on_stdin_is_no_empty_file(
-    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    read_end, _ = pipe
-    monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
-    stop = asyncio.Event()
-    asyncio.get_running_loop().call_later(0.02, stop.set)
-
-    rows = [row async for row in Input("-", "jsonl", "<stdin>").stream(stop)]
-
-    assert rows == []  # and no ReadError("the file has no rows"): the input never ended
-
-
 def test_rows_are_read_as_they_are_pulled_not_ahead() -> None:
     pulled: list[str] = []
 
@@ -494,6 +517,30 @@ def test_rows_are_read_as_they_are_pulled_not_ahead() -> None:
 
     assert isinstance(next(rows), Row)
     assert len(pulled) == 2
+
+
+def test_a_thread_that_reads_on_after_its_loop_closed_ends_quietly_and_closes_its_input() -> None:
+    release, closed = threading.Event(), threading.Event()
+
+    def items() -> Generator[str, None, None]:
+        try:
+            release.wait(5.0)  # a quiet pipe, whose next line comes after the run ended
+            yield "late"
+        finally:
+            closed.set()
+
+    async def pull_then_give_up() -> None:
+        stream = in_thread(items())
+        reading = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.02)
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+
+    asyncio.run(pull_then_give_up())
+    release.set()
+
+    assert closed.wait(5.0)
 
 
 # rows
@@ -585,22 +632,45 @@ def test_any_id_makes_a_key_that_fits_a_header(row_id: str) -> None:
     assert key.isascii()
 
 
-def test_a_csv_record_fed_a_line_at_a_time_is_a_row_once_its_last_line_is_in() -> None:
-    parser = RowParser(format="csv", identity="test")
+def test_csv_records_across_lines_and_line_endings_keep_the_line_they_start_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_bytes(
+        b"title,content,account_id\r\n"
+        b'"Two\r\nmore\r\nlines",C,biz_1\r\n'
+        b"Old\rMac,C,biz_1\n"  # a lone \r ends a line too, as the csv module reads a file
+        b'Open,C,"biz_2'  # the end of the file closes the field, as csv.reader does
+    )
 
-    assert parser.feed("title,content,account_id\r\n") is None
-    assert parser.feed('"Two\r\n') is None
-    assert parser.feed("more\r\n") is None
-    row = parser.feed('lines",C,biz_1\r\n')
-    assert isinstance(row, Row)
-    assert (row.line, row.values["title"]) == (2, "Two\r\nmore\r\nlines")
-    problem = parser.feed("bad\rline,C,biz_1\n")  # split only on \n, as a pipe is
-    assert isinstance(problem, FileProblem)
-    assert (problem.line, problem.message.split(" (")[0]) == (5, "not valid CSV")
-    assert parser.feed('Open,C,"biz_2') is None
-    last = parser.close()  # the end of the file closes the field, as csv.reader does
+    items = list(Input(str(path), "csv", "test").rows())
+
+    assert [(item.line, type(item).__name__) for item in items] == [
+        (2, "Row"),
+        (5, "FileProblem"),
+        (6, "Row"),
+        (7, "Row"),
+    ]
+    two, old, mac, last = items
+    assert isinstance(two, Row)
+    assert isinstance(mac, Row)
     assert isinstance(last, Row)
-    assert (last.line, last.values["account_id"]) == (6, "biz_2")
+    assert two.values["title"] == "Two\r\nmore\r\nlines"
+    assert old == FileProblem(5, "has 1 fields, the header has 3")
+    assert mac.values["title"] == "Mac"
+    assert last.values["account_id"] == "biz_2"
+
+
+def test_a_csv_field_over_the_csv_modules_limit_is_a_problem_of_its_line() -> None:
+    huge = "x" * (csv.field_size_limit() + 1)
+
+    items = _rows(f"account_id,title,content\nbiz_1,T,{huge}\nbiz_1,T,C\n")
+
+    problem, row = items
+    assert isinstance(problem, FileProblem)
+    assert (problem.line, problem.message.split(" (")[0]) == (2, "not valid CSV")
+    assert isinstance(row, Row)
+    assert row.line == 3
 
 
 def test_a_stream_of_blank_lines_has_no_rows() -> None:
@@ -762,49 +832,62 @@ def test_format_duration() -> None:
     ]
 
 
-def test_plain_progress_writes_at_most_one_line_per_interval_and_one_at_the_end() -> None:
-    stream = io.StringIO()
-    progress = make_progress(total=4, stream=stream, interval=3600)
-    assert isinstance(progress, PlainProgress)
+class Clock:
+    """A clock the test moves by hand."""
 
-    progress.advance(ok=True)
-    progress.advance(ok=False)
-    progress.advance(ok=True)
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_progress_writes_at_most_one_line_per_interval_and_one_at_the_end() -> None:
+    stream, clock = io.StringIO(), Clock()
+    progress = Progress(total=4, stream=stream, expected_rate=None, interval=1.0, clock=clock)
+
+    progress.advance("sent")
+    progress.advance("failed")
+    progress.advance("sent")
     assert stream.getvalue() == ""
 
     progress.log("line 2: rejected")
+    clock.now += 1.5
     progress.close()
     progress.close()
 
     lines = stream.getvalue().splitlines()
     assert lines[0] == "line 2: rejected"
     assert len(lines) == 2
-    assert lines[1].startswith("progress: 3/4 done (2 sent, 1 failed), ")
-    assert ", ETA 0:0" in lines[1]
+    assert lines[1] == "progress: 3/4 done (2 sent, 1 failed), 2.0/s, ETA 0:00"
 
 
-def test_plain_progress_with_no_interval_writes_every_row_and_no_total_without_one() -> None:
-    stream = io.StringIO()
-    progress = make_progress(total=None, stream=stream, interval=0)
+def test_plain_progress_writes_a_line_once_an_interval_has_passed_and_no_total_without_one() -> (
+    None
+):
+    stream, clock = io.StringIO(), Clock()
+    progress = Progress(total=None, stream=stream, expected_rate=None, clock=clock)
 
-    progress.advance(ok=True)
-    progress.advance(ok=True)
-    progress.close()  # the last line is already out
+    progress.advance("sent")
+    clock.now += 1.0
+    progress.advance("sent")
+    progress.advance("interrupted")
+    progress.close()
 
     lines = stream.getvalue().splitlines()
-    assert [line.split(",")[0] for line in lines] == [
-        "progress: 1 done (1 sent",
+    assert [line.split(", ")[0] for line in lines] == [
         "progress: 2 done (2 sent",
+        "progress: 3 done (2 sent",
     ]
+    assert lines[1].startswith("progress: 3 done (2 sent, 0 failed, 1 interrupted), ")
     assert "ETA" not in stream.getvalue()
 
 
 def test_no_progress_draws_nothing_but_still_logs() -> None:
     stream = Terminal()
-    progress = make_progress(total=3, stream=stream, enabled=False)
-    assert type(progress) is Progress
+    progress = Progress(total=3, stream=stream, expected_rate=10.0, draw=False)
 
-    progress.advance(ok=True)
+    progress.advance("sent")
     progress.log("line 1: rejected")
     progress.close()
 
@@ -817,11 +900,11 @@ def test_a_terminal_gets_a_rich_bar_with_the_count_and_the_failures(
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.delenv("TERM", raising=False)
     stream = Terminal()
-    progress = make_progress(total=5, stream=stream)
-    assert isinstance(progress, RichProgress)
+    progress = Progress(total=5, stream=stream, expected_rate=None)
 
-    for ok in (True, True, False):
-        progress.advance(ok=ok)
+    progress.advance("sent")
+    progress.advance("sent")
+    progress.advance("failed")
     progress.log("line 3: [bold]rejected[/bold]")
     progress.close()
 
@@ -831,18 +914,19 @@ def test_a_terminal_gets_a_rich_bar_with_the_count_and_the_failures(
     assert "1 failed" in drawn
     assert "line 3: [bold]rejected[/bold]" in drawn  # printed as is, not as markup
     assert "\x1b[" in drawn  # drawn for a terminal
+    assert "progress:" not in drawn
 
 
 def test_a_terminal_without_rich_gets_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "rich.console", None)  # as if rich were not installed
     stream = Terminal()
 
-    progress = make_progress(total=2, stream=stream, interval=0)
-    progress.advance(ok=True)
+    progress = Progress(total=2, stream=stream, expected_rate=None, interval=0)
+    progress.advance("sent")
     progress.close()
 
-    assert isinstance(progress, PlainProgress)
     assert stream.getvalue().startswith("progress: 1/2 done (1 sent, 0 failed)")
+    assert "\x1b[" not in stream.getvalue()
 
 
 def test_before_the_first_row_the_eta_comes_from_the_rate_limit(
@@ -853,7 +937,7 @@ def test_before_the_first_row_the_eta_comes_from_the_rate_limit(
     assert rate == 10.0
     stream = io.StringIO()
 
-    make_progress(total=100_000, stream=stream, expected_rate=rate, interval=3600).close()
+    Progress(total=100_000, stream=stream, expected_rate=rate, interval=3600).close()
 
     assert stream.getvalue().splitlines()[0] == (
         "progress: 0/100000 done (0 sent, 0 failed), 0.0/s, ETA 2:46:40"
@@ -861,23 +945,24 @@ def test_before_the_first_row_the_eta_comes_from_the_rate_limit(
 
     monkeypatch.setenv("COLUMNS", "150")
     terminal = Terminal()
-    bar = make_progress(total=100_000, stream=terminal, expected_rate=rate)
-    bar.close()
+    Progress(total=100_000, stream=terminal, expected_rate=rate).close()
     assert "ETA 2:46:40" in terminal.getvalue()
 
 
 def test_the_eta_follows_the_rate_observed_but_never_beats_the_limit() -> None:
-    progress = Progress(total=1000, stream=io.StringIO(), expected_rate=10.0)
-    progress._started -= 10  # ten seconds ago
-
+    clock = Clock()
+    progress = Progress(
+        total=1000, stream=io.StringIO(), expected_rate=10.0, draw=False, clock=clock
+    )
+    clock.now += 10
     for _ in range(600):  # a burst far above the limit: the limit still paces the rest
-        progress.advance(ok=True)
+        progress.advance("sent")
     assert progress.eta() == "0:40"
 
-    slow = Progress(total=1000, stream=io.StringIO(), expected_rate=10.0)
-    slow._started -= 100
+    slow = Progress(total=1000, stream=io.StringIO(), expected_rate=10.0, draw=False, clock=clock)
+    clock.now += 100
     for _ in range(100):  # 1 a second, slower than the limit: that is what the rest will take
-        slow.advance(ok=True)
+        slow.advance("sent")
     assert slow.eta() == "15:00"
 
     assert Progress(total=None, stream=io.StringIO(), expected_rate=10.0).eta() is None

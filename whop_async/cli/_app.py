@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final, TextIO
 
 from .. import (
@@ -36,7 +37,7 @@ sent.
 Each row is sent with an idempotency key derived from the row (its idempotency_key, else
 derive_idempotency_key(id), else the file, line and content), so re-running the same file is
 safe; with --journal a re-run also skips the rows already confirmed. Exit status: 0 all sent,
-1 some failed, 2 bad arguments, file or configuration, 130 interrupted.
+1 some failed, 2 bad arguments, file or configuration or a refused API key, 130 interrupted.
 """
 
 #: The demo's limit, for the emulator and the client: Whop's 600 a minute, time-scaled so that a
@@ -44,37 +45,19 @@ safe; with --journal a re-run also skips the rows already confirmed. Exit status
 DEMO_RATE_LIMIT: Final = RateLimit(200, per=1.0)
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer, at least 1, got {text!r}")
+    return int(text)
 
 
 def _fraction(text: str) -> float:
-    value = _positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}")
     return value
 
 
@@ -108,14 +91,14 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=float,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"seconds one attempt may take (default: {DEFAULT_TIMEOUT:g})",
     )
     group.add_argument(
         "--max-retries",
-        type=_non_negative_int,
+        type=int,
         default=DEFAULT_MAX_RETRIES,
         metavar="N",
         help=f"retries after the first attempt (default: {DEFAULT_MAX_RETRIES})",
@@ -133,20 +116,18 @@ def _add_pace(parser: argparse.ArgumentParser, *, rate_limit: RateLimit) -> None
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=int,
         default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"requests in flight at most (default: {DEFAULT_CONCURRENCY})",
     )
     parser.add_argument(
         "--max-rate",
-        type=_positive_float,
+        type=float,
         metavar="PER_SECOND",
         help="requests per second at most, on top of --rate-limit (default: none)",
     )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar or progress lines"
-    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whop-async", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"whop-async {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
     send = commands.add_parser("send", help="send one notification and print the outcome")
     audience = send.add_mutually_exclusive_group(required=True)
     audience.add_argument("--account-id", help="send to this company's team (biz_...)")
@@ -172,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--subtitle", help="a line under the title")
     send.add_argument("--rest-path", help="a path appended to the app's deep link")
     send.add_argument("--icon-user-id", help="the user whose picture is the icon")
-    send.add_argument("--idempotency-key", help="the key to send (default: a new UUID, printed)")
+    send.add_argument(
+        "--idempotency-key", help="the key to send (default: 32 random hex digits, printed)"
+    )
     _add_connection(send)
 
     bulk = commands.add_parser(
@@ -196,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument(
         "--failures",
         metavar="OUT.jsonl",
-        help="write every row that failed, with _line and _error, ready to be sent again",
+        help="write every row not sent, with _line and _error, ready to be sent again",
     )
     bulk.add_argument(
         "--journal",
@@ -214,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and the client share --rate-limit: Whop's 600 per minute, time-scaled.",
     )
     demo.add_argument(
-        "--count", type=_positive_int, default=1000, metavar="N", help="how many (default: 1000)"
+        "--count", type=_count, default=1000, metavar="N", help="how many (default: 1000)"
     )
     demo.add_argument(
         "--faults",

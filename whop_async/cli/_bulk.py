@@ -2,7 +2,7 @@
 
 A file is read twice: once up front to check it (a bad file sends nothing, and the count gives the
 progress bar its total), then again as it is sent. stdin is read once, as it is sent. Rows are
-read as the senders pull them (``_input.py``), so only the rows in flight are held in memory.
+read as the senders pull them, so only the rows in flight are held in memory.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from .. import (
     FATAL_ERRORS,
     APIStatusError,
     AsyncWhop,
-    BatchAbortedError,
     BulkOutcome,
     InvalidParamsError,
     NotificationCreateParams,
@@ -29,16 +28,15 @@ from .. import (
     derive_idempotency_key,
     is_retryable,
 )
-from ._input import Input
 from ._journal import Journal
-from ._rows import FileProblem, Format, ReadError, Row, file_identity, guess_format
+from ._progress import Ending
+from ._rows import FileProblem, Format, Input, ReadError, Row, file_identity, guess_format
 from ._shared import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     BulkSend,
-    Interrupt,
     Output,
     UsageError,
     make_client,
@@ -66,7 +64,13 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
         journal.load()
     sent_before = journal.sent if journal is not None else set()
     if args.dry_run:
-        return _dry_run(source, sent_before, output)
+        scan = _scan(source, sent_before, output, dry_run=True)
+        output.result(
+            f"dry run: {scan.rows} rows, {scan.rows - scan.invalid} valid, {scan.invalid} "
+            f"invalid, {scan.problems} unreadable line(s), {scan.skipped} already in the "
+            "journal; nothing was sent"
+        )
+        return EXIT_USAGE if scan.problems else EXIT_FAILED if scan.invalid else EXIT_OK
     client = make_client(args, concurrency=args.concurrency, rate_limit=args.rate_limit)
     total: int | None = None
     if source.path != "-":
@@ -82,15 +86,12 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
         failures = _Failures(args.failures) if args.failures else None
         if failures is not None:
             opened.callback(failures.close)
-        run = _Run(args, output, source, journal, failures)
-        return asyncio.run(run.main(client, total))
+        return asyncio.run(_Run(args, output, source, journal, failures).main(client, total))
 
 
 def _resolve_input(args: argparse.Namespace) -> Input:
     path: str = args.file
-    fmt: Format | None = args.format
-    if fmt is None:
-        fmt = "jsonl" if path == "-" else guess_format(path)
+    fmt: Format | None = args.format or ("jsonl" if path == "-" else guess_format(path))
     if fmt is None:
         raise UsageError(
             f"cannot tell the format of {path} from its name: pass --format csv or --format jsonl"
@@ -122,8 +123,7 @@ def _scan(source: Input, sent_before: set[str], output: Output, *, dry_run: bool
                     output.note(f"{source.path}: {item}")
                 continue
             scan.rows += 1
-            if item.idempotency_key in sent_before:
-                scan.skipped += 1
+            scan.skipped += item.idempotency_key in sent_before
             if item.error is not None:
                 scan.invalid += 1
                 if dry_run:
@@ -139,24 +139,12 @@ def _read_error(exc: Exception) -> str:
     return str(exc)
 
 
-def _dry_run(source: Input, sent_before: set[str], output: Output) -> int:
-    scan = _scan(source, sent_before, output, dry_run=True)
-    output.result(
-        f"dry run: {scan.rows} rows, {scan.rows - scan.invalid} valid, {scan.invalid} invalid, "
-        f"{scan.problems} unreadable line(s), {scan.skipped} already in the journal; "
-        "nothing was sent"
-    )
-    if scan.problems:
-        return EXIT_USAGE
-    return EXIT_FAILED if scan.invalid else EXIT_OK
-
-
 class _Failures:
-    """The ``--failures`` file: each failed row as read, plus where and why it failed.
+    """The ``--failures`` file: each row read and not confirmed, plus where and why it failed.
 
     Each record keeps the row's key, so that sending the file again cannot notify twice, except
-    for a row Whop refused for good (an answer the client does not retry, such as a 400): Whop
-    replays that answer to the key and refuses the key with a corrected body
+    for a row Whop refused for good (an answer the client does not retry, such as a 400 or a
+    403): Whop replays that answer to the key and refuses the key with a corrected body
     (``idempotency_key_mismatch``), so such a row gets a new key, derived from the old one.
     """
 
@@ -195,85 +183,78 @@ class _Run:
     failures: _Failures | None
     send: BulkSend = attrs.field(init=False)
     in_flight: dict[int, Row] = attrs.Factory(dict)
+    sent_index: int = 0
     skipped: int = 0
     reported: int = 0
     problem: str | None = None
-    fatal: WhopError | None = None
 
     async def main(self, client: AsyncWhop, total: int | None) -> int:
-        self.send = BulkSend(self.args, self.output, client, Interrupt(self.output), total=total)
-        try:
-            await self.send.run(self._items(), self._on_outcome)
-        finally:
-            notes = []
-            if self.failures is not None and self.failures.count:
-                notes.append(("failures", f"written to {self.failures.path}"))
-            self.send.print_summary(
-                skipped=self.skipped if self.journal is not None else None, notes=notes
-            )
+        self.send = BulkSend(self.args, self.output)
+        await self.send.run(client, self._items(), self._on_outcome, total=total)
+        notes = []
+        if self.failures is not None and self.failures.count:
+            notes.append(("failures", f"written to {self.failures.path}"))
+        self.send.print_summary(
+            skipped=self.skipped if self.journal is not None else None, notes=notes
+        )
         return self._exit_status()
 
     async def _items(self) -> AsyncGenerator[NotificationCreateParams, None]:
-        stop = self.send.interrupt.requested
-        index = 0
         try:
-            async for item in self.source.stream(stop):
-                if stop.is_set():
-                    return
-                if isinstance(item, FileProblem):
-                    self.problem = f"{self.source.path}: {item}"
-                    return
-                if self.journal is not None and item.idempotency_key in self.journal.sent:
-                    self.skipped += 1
-                elif item.error is not None:
-                    self._failed(item, item.error)
-                else:
-                    assert item.params is not None
-                    self.in_flight[index] = item
-                    index += 1
-                    yield item.params
+            async with contextlib.aclosing(self.source.stream()) as rows:
+                async for item in rows:
+                    if isinstance(item, FileProblem):
+                        self.problem = f"{self.source.path}: {item}"
+                        return
+                    if self.journal is not None and item.idempotency_key in self.journal.sent:
+                        self.skipped += 1
+                    elif item.error is not None:
+                        self.send.progress.advance("failed")
+                        self._failed(item, item.error, "failed")
+                    else:
+                        assert item.params is not None
+                        self.in_flight[self.sent_index] = item
+                        self.sent_index += 1
+                        yield item.params
         except _READ_ERRORS as exc:
             self.problem = f"{self.source.path}: {_read_error(exc)}"
 
-    def _on_outcome(self, outcome: BulkOutcome) -> None:
+    def _on_outcome(self, outcome: BulkOutcome, ending: Ending) -> None:
         row = self.in_flight.pop(outcome.index)
         if outcome.error is None:
             if self.journal is not None:
-                self.journal.record(row.idempotency_key, row.line)
-            self.send.progress.advance(ok=True)
-            return
-        self._failed(row, outcome.error)
-        if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
-            self.fatal = outcome.error
-            self.send.interrupt.requested.set()
+                self.journal.record(row.idempotency_key, row.line, replayed=outcome.replayed)
+        else:
+            self._failed(row, outcome.error, ending)
 
-    def _failed(self, row: Row, error: WhopError) -> None:
-        progress = self.send.progress
+    def _failed(self, row: Row, error: WhopError, ending: Ending) -> None:
         if self.failures is not None:
             self.failures.write(row, error)
-        progress.advance(ok=False)
-        if isinstance(error, (BatchAbortedError, *FATAL_ERRORS)):  # reported once, at the end
-            return
+        if ending == "interrupted" or isinstance(error, FATAL_ERRORS):
+            return  # reported once, at the end
         self.reported += 1
         if self.reported <= MAX_REPORTED:
-            progress.log(self.output.redact(f"line {row.line}: {error}"))
+            self.send.progress.log(self.output.redact(f"line {row.line}: {error}"))
         elif self.reported == MAX_REPORTED + 1:
             where = f" (all are in {self.failures.path})" if self.failures else ""
-            progress.log(f"... more failures are not shown{where}")
+            self.send.progress.log(f"... more failures are not shown{where}")
 
     def _exit_status(self) -> int:
         if self.problem is not None:
             self.output.error(f"{self.problem}; stopped reading there")
             return EXIT_USAGE
-        if self.fatal is not None:
-            self.output.error(f"{self.fatal}: check the API key and its permissions")
+        if self.send.fatal is not None:
+            self.output.error(f"{self.send.fatal}: check the API key and its permissions")
             return EXIT_USAGE
-        sent = self.send.progress.sent
-        if self.send.interrupt.requested.is_set():
+        if self.send.stop.is_set():
             if self.journal is not None:
                 resume = f"run the same command again: the journal {self.journal.path} skips them"
             else:
                 resume = "re-running resends them with the same idempotency keys"
-            self.output.note(f"Interrupted: {sent} sent before stopping; {resume}.")
+            note = f"Interrupted: {self.send.progress.sent} sent before stopping; {resume}."
+            unanswered = self.send.progress.counts["interrupted"]
+            if unanswered and self.failures is not None:
+                note += f" The {unanswered} unanswered are in {self.failures.path}, keys kept."
+            self.output.note(note)
             return EXIT_INTERRUPTED
         return EXIT_FAILED if self.send.progress.failed else EXIT_OK

@@ -15,15 +15,8 @@ from typing import Any, Final
 
 from .. import AsyncWhop, Backoff, BulkOutcome, RateLimit
 from ..testing import RandomFaults, WhopEmulator
-from ._shared import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    BulkSend,
-    Interrupt,
-    Output,
-    describe_limit,
-)
+from ._progress import Ending
+from ._shared import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BulkSend, Output, describe_limit
 
 __all__ = ["run_demo"]
 
@@ -46,7 +39,7 @@ def run_demo(args: argparse.Namespace, output: Output) -> int:
 
 
 async def _demo(args: argparse.Namespace, output: Output) -> int:
-    interrupt = Interrupt(output)  # before the emulator starts: a Ctrl-C stops cleanly from now on
+    send = BulkSend(args, output)  # first: Ctrl-C stops cleanly from now on
     limit: RateLimit | None = args.rate_limit
     faults = None
     if args.faults:
@@ -72,21 +65,18 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
             timeout=10.0,
             connection_limit=max(args.concurrency, 16),
         )
-        send = BulkSend(args, output, client, interrupt, total=args.count)
-        progress = send.progress
 
-        def on_outcome(outcome: BulkOutcome) -> None:
-            progress.advance(ok=outcome.ok)
-            if not outcome.ok and progress.failed <= MAX_REPORTED:
-                progress.log(f"notification {outcome.index + 1}: {outcome.error}")
+        def on_outcome(outcome: BulkOutcome, ending: Ending) -> None:
+            if ending == "failed" and send.progress.failed <= MAX_REPORTED:
+                send.progress.log(f"notification {outcome.index + 1}: {outcome.error}")
 
-        await send.run(_notifications(args.count, interrupt.requested), on_outcome)
+        await send.run(client, _notifications(args.count), on_outcome, total=args.count)
         send.print_summary()
         _print_received(output, server, limit)
-    if interrupt.requested.is_set():
-        output.note(f"Interrupted after {progress.sent} notifications.")
+    if send.stop.is_set():
+        output.note(f"Interrupted after {send.progress.sent} notifications.")
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if progress.failed else EXIT_OK
+    return EXIT_FAILED if send.progress.failed else EXIT_OK
 
 
 def _print_received(output: Output, server: WhopEmulator, limit: RateLimit | None) -> None:
@@ -107,10 +97,8 @@ def _print_received(output: Output, server: WhopEmulator, limit: RateLimit | Non
         output.result(f"  {label:<15}{value}")
 
 
-async def _notifications(count: int, stop: asyncio.Event) -> AsyncGenerator[dict[str, Any], None]:
+async def _notifications(count: int) -> AsyncGenerator[dict[str, Any], None]:
     for number in range(1, count + 1):
-        if stop.is_set():
-            return
         yield {
             "account_id": "biz_demo",
             "title": f"Demo notification {number}",

@@ -1,5 +1,8 @@
 """The journal of a bulk send: one JSON line per row Whop confirmed, written as it is confirmed.
 
+A record is ``{"key": ..., "line": ...}``, plus ``"replayed": true`` for a row Whop answered from
+an earlier request with the same key.
+
 Each record is appended and flushed at once, so a killed process loses at most the rows that were
 in flight; those are resent on the next run with the same idempotency keys, which Whop
 deduplicates. A re-run reads the journal first and skips every key in it. A journal that cannot
@@ -81,10 +84,17 @@ class Journal:
         if self._ends_mid_line and not self._cut_line_bytes:
             self._file.write("\n")
 
-    def record(self, key: str, line: int) -> None:
-        """Append one confirmed row and flush it to the operating system."""
+    def record(self, key: str, line: int, *, replayed: bool = False) -> None:
+        """Append one confirmed row and flush it to the operating system.
+
+        ``replayed`` (written only when true) marks a row Whop answered from an earlier request
+        with its key: sent then, not now.
+        """
         assert self._file is not None
-        self._file.write(json.dumps({"key": key, "line": line}) + "\n")
+        record: dict[str, object] = {"key": key, "line": line}
+        if replayed:
+            record["replayed"] = True
+        self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
     def close(self) -> None:

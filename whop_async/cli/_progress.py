@@ -1,169 +1,156 @@
-"""Progress on stderr: a rich bar on a terminal, plain periodic lines anywhere else.
+"""Progress on stderr: a rich bar on a terminal, else a plain line a second.
 
 The ETA comes from the rate limit before the first row finishes (100,000 rows at Whop's 600 a
 minute take 2:46:40 however fast the client is), then from the rate observed, never faster than
-the limit. rich is an optional dependency (the ``cli`` extra), imported only when a bar is drawn.
+the limit: the first 600 go at once, and a bar that believed that burst would promise minutes.
+rich's own ``TimeRemainingColumn`` knows only the rate observed, so the bar shows this estimate
+in a text column instead. rich is optional (the ``cli`` extra), imported only to draw a bar.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Final, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, TextIO
 
-__all__ = [
-    "PlainProgress",
-    "Progress",
-    "RichProgress",
-    "format_duration",
-    "make_progress",
-]
+if TYPE_CHECKING:
+    from rich.progress import Progress as Bar
+    from rich.progress import TaskID
 
-#: Seconds between two plain progress lines.
-DEFAULT_INTERVAL: Final = 1.0
+__all__ = ["Progress", "format_duration"]
+
+#: How a row ended: sent, failed, or cut short by a stop or a 401 (not sent, or outcome unknown).
+Ending = Literal["sent", "failed", "interrupted"]
 
 
 def format_duration(seconds: float) -> str:
     """``m:ss`` (or ``h:mm:ss``) for an ETA."""
-    whole = max(0, round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class Progress:
-    """What the commands tell a progress display; this one draws nothing (``--no-progress``)."""
+    """Counts rows as they end and shows the count on ``stream``.
 
-    def __init__(self, *, total: int | None, stream: TextIO, expected_rate: float | None) -> None:
+    A rich bar when ``stream`` is a terminal and rich is installed; else a line every
+    ``interval`` seconds while rows end, and one at the end; with ``draw`` off, nothing but
+    what ``log`` prints. ``expected_rate`` (rows per second at best, from the rate limit) gives
+    the ETA before the first row ends and caps the rate it assumes afterwards.
+    """
+
+    def __init__(
+        self,
+        *,
+        total: int | None,
+        stream: TextIO,
+        expected_rate: float | None,
+        draw: bool = True,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total = total
-        self.sent = self.failed = 0
+        self.counts: dict[Ending, int] = {"sent": 0, "failed": 0, "interrupted": 0}
         self._stream = stream
         self._expected_rate = expected_rate
-        self._started = time.monotonic()
+        self._interval = interval
+        self._clock = clock
+        self._started = self._last_line = clock()
+        self._written = -1
+        self._bar: Bar | None = None
+        self._task: TaskID | None = None
+        if draw and stream.isatty():
+            with contextlib.suppress(ImportError):  # no rich: plain lines
+                self._bar = self._start_bar()
+        self._lines = draw and self._bar is None
+        if self._lines and total is not None and expected_rate is not None:
+            self._write()  # the time it will take at best, before the first request
+
+    @property
+    def sent(self) -> int:
+        return self.counts["sent"]
+
+    @property
+    def failed(self) -> int:
+        return self.counts["failed"]
 
     @property
     def done(self) -> int:
-        """Rows finished, sent or failed."""
-        return self.sent + self.failed
+        """Rows ended, however."""
+        return sum(self.counts.values())
 
-    def advance(self, *, ok: bool) -> None:
-        """One row finished, sent or failed."""
-        if ok:
-            self.sent += 1
-        else:
-            self.failed += 1
+    def advance(self, ending: Ending) -> None:
+        """One row ended."""
+        self.counts[ending] += 1
+        if self._bar is not None:
+            assert self._task is not None
+            failed = f"{self.failed} failed" if self.failed else ""
+            rate, eta = self._fields()
+            self._bar.update(self._task, completed=self.done, failed=failed, rate=rate, eta=eta)
+        elif self._lines and self._clock() - self._last_line >= self._interval:
+            self._last_line = self._clock()
+            self._write()
 
     def log(self, text: str) -> None:
-        """Print a line above the display."""
-        print(text, file=self._stream, flush=True)
+        """Print a line above the display, as it is (no markup)."""
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self._stream, flush=True)
 
     def close(self) -> None:
-        """Draw the final state and release the terminal."""
+        """Draw the final count and release the terminal."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        elif self._lines and self._written != self.done:
+            self._write()
 
     def rate(self) -> float:
-        """Rows finished per second so far."""
-        elapsed = time.monotonic() - self._started
+        """Rows ended per second so far."""
+        elapsed = self._clock() - self._started
         return self.done / elapsed if elapsed > 0 else 0.0
 
     def eta(self) -> str | None:
         """The time left, at the rate observed but never faster than the expected one."""
-        rates = [rate for rate in (self.rate(), self._expected_rate) if rate]
+        rates = [rate for rate in (self.rate(), self._expected_rate) if rate and rate > 0]
         if self.total is None or not rates:
             return None
         return format_duration((self.total - self.done) / min(rates))
 
-
-class PlainProgress(Progress):
-    """A line every ``interval`` seconds while rows finish, and one at the end."""
-
-    def __init__(
-        self, *, total: int | None, stream: TextIO, interval: float, expected_rate: float | None
-    ) -> None:
-        super().__init__(total=total, stream=stream, expected_rate=expected_rate)
-        self._interval = interval
-        self._last_line = self._started
-        self._written = -1
-        if total is not None and expected_rate is not None:
-            self._write()  # the time it will take at best, before the first request
-
-    def advance(self, *, ok: bool) -> None:
-        super().advance(ok=ok)
-        now = time.monotonic()
-        if now - self._last_line >= self._interval:
-            self._last_line = now
-            self._write()
-
-    def close(self) -> None:
-        if self._written != self.done:
-            self._write()
+    def _fields(self) -> tuple[str, str]:
+        eta = self.eta()
+        return f"{self.rate():.1f}/s", "" if eta is None else f"ETA {eta}"
 
     def _write(self) -> None:
         self._written = self.done
         done = f"{self.done}" if self.total is None else f"{self.done}/{self.total}"
+        interrupted = self.counts["interrupted"]
         eta = self.eta()
         self.log(
-            f"progress: {done} done ({self.sent} sent, {self.failed} failed), {self.rate():.1f}/s"
+            f"progress: {done} done ({self.sent} sent, {self.failed} failed"
+            + (f", {interrupted} interrupted" if interrupted else "")
+            + f"), {self.rate():.1f}/s"
             + (f", ETA {eta}" if eta is not None else "")
         )
 
-
-class RichProgress(Progress):
-    """A rich bar with the count, the rate and the time left."""
-
-    def __init__(self, *, total: int | None, stream: TextIO, expected_rate: float | None) -> None:
+    def _start_bar(self) -> Bar:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as Bar
 
-        super().__init__(total=total, stream=stream, expected_rate=expected_rate)
-        self._bar = Bar(
-            TextColumn("[progress.description]{task.description}"),
+        bar = Bar(
+            TextColumn("sending"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
             TextColumn("{task.fields[failed]}", style="red"),
             TimeElapsedColumn(),
             TextColumn("{task.fields[eta]}"),
-            console=Console(file=stream),
+            console=Console(file=self._stream),
         )
-        self._task = self._bar.add_task("sending", total=total, rate="", failed="", eta=self._eta())
-        self._bar.start()
-
-    def advance(self, *, ok: bool) -> None:
-        super().advance(ok=ok)
-        fields: dict[str, Any] = {"rate": f"{self.rate():.1f}/s", "eta": self._eta()}
-        if self.failed:
-            fields["failed"] = f"{self.failed} failed"
-        self._bar.update(self._task, advance=1, **fields)
-
-    def log(self, text: str) -> None:
-        self._bar.console.print(text, markup=False, highlight=False)
-
-    def close(self) -> None:
-        self._bar.stop()
-
-    def _eta(self) -> str:
-        eta = self.eta()
-        return f"ETA {eta}" if eta is not None else ""
-
-
-def make_progress(
-    *,
-    total: int | None,
-    stream: TextIO,
-    enabled: bool = True,
-    interval: float = DEFAULT_INTERVAL,
-    expected_rate: float | None = None,
-) -> Progress:
-    """The display that suits ``stream``: rich on a terminal when rich is installed, else plain.
-
-    ``expected_rate`` (rows per second at best, from the rate limit) gives the ETA before the
-    first row finishes, and caps the rate the ETA assumes afterwards.
-    """
-    if not enabled:
-        return Progress(total=total, stream=stream, expected_rate=expected_rate)
-    if stream.isatty():
-        try:
-            return RichProgress(total=total, stream=stream, expected_rate=expected_rate)
-        except ImportError:
-            pass
-    return PlainProgress(total=total, stream=stream, interval=interval, expected_rate=expected_rate)
+        rate, eta = self._fields()
+        self._task = bar.add_task("sending", total=self.total, failed="", rate=rate, eta=eta)
+        bar.start()
+        return bar

@@ -1,11 +1,10 @@
-"""Reading the rows of a bulk file (CSV or JSON Lines) a line at a time, with their line numbers.
+"""The rows of ``whop-async bulk``: read from a CSV or JSON Lines file, or stdin, with their lines.
 
-``RowParser`` is fed one line at a time, so the same parser serves a file read synchronously and
-a pipe read by the event loop (``_input.py``). Each row becomes a ``Row``, valid or not; a line
-that is no row at all is a ``FileProblem``, and a file without rows or with an unusable CSV header
-raises ``ReadError``: the command line treats those two as usage errors.
+Each row becomes a ``Row``, valid or not; a line that is no row at all is a ``FileProblem``; a
+file without rows or with an unusable CSV header raises ``ReadError``. CSV goes through the
+``csv`` module, which reads a quoted field across lines by itself.
 
-The idempotency key of a row is derived, never random, so that a re-run sends the same key for the
+A row's idempotency key is derived, never random, so that a re-run sends the same key for the
 same row: the row's ``idempotency_key`` when it has one, else ``derive_idempotency_key(id)``
 (the key a Python job gets for the same id), else a key derived from the file's identity, the
 line number and the row's content.
@@ -13,11 +12,15 @@ line number and the row's content.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator
-from typing import Any, Final, Literal, TypeAlias
+import queue
+import sys
+import threading
+from collections.abc import AsyncGenerator, Generator, Iterable, Iterator
+from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 import attrs
 
@@ -27,12 +30,13 @@ __all__ = [
     "CONTENT_KEY_NAMESPACE",
     "FileProblem",
     "Format",
+    "Input",
     "PARAM_NAMES",
     "ReadError",
     "Row",
-    "RowParser",
     "file_identity",
     "guess_format",
+    "in_thread",
     "read_rows",
 ]
 
@@ -100,99 +104,47 @@ def file_identity(path: str) -> str:
 def read_rows(
     lines: Iterable[str], *, format: Format, identity: str
 ) -> Iterator[Row | FileProblem]:
-    """Yield each row of ``lines`` (or the problem with its line) as it is read.
+    """Yield each row of ``lines`` (or the problem with its line) as it is read, not ahead.
 
     Raises:
         ReadError: the file has no rows, or its CSV header is unusable.
     """
-    parser = RowParser(format=format, identity=identity)
-    for text in lines:
-        if (item := parser.feed(text)) is not None:
-            yield item
-    if (item := parser.close()) is not None:
+    items = _csv_items(lines, identity) if format == "csv" else _jsonl_items(lines, identity)
+    empty = True
+    for item in items:
+        empty = False
         yield item
+    if empty:
+        raise ReadError("the file has no rows")
 
 
-class _NeedMore(Exception):
-    """A CSV record goes on past the lines fed so far (a quoted field with a line break)."""
-
-
-class RowParser:
-    """Turns the lines of a file, fed one at a time (line breaks included), into rows."""
-
-    def __init__(self, *, format: Format, identity: str) -> None:
-        self._format = format
-        self._identity = identity
-        self._lines = 0
-        self._items = 0
-        self._columns: list[str] | None = None
-        self._pending: list[str] = []  # the lines of a CSV record not complete yet
-
-    def feed(self, text: str) -> Row | FileProblem | None:
-        """The row (or problem) that the line ``text`` completes, if it completes one.
-
-        Raises:
-            ReadError: the CSV header is unusable.
-        """
-        self._lines += 1
-        if self._format == "jsonl":
-            item = _jsonl_item(self._lines, text, self._identity)
-        else:
-            self._pending.append(text)
-            item = self._csv_item(final=False)
-        self._items += item is not None
-        return item
-
-    def close(self) -> Row | FileProblem | None:
-        """The record left open by the last line (an unclosed quote), if any.
-
-        Raises:
-            ReadError: the file had no rows.
-        """
-        item = self._csv_item(final=True) if self._pending else None
-        if self._items == 0 and item is None:
-            raise ReadError("the file has no rows")
-        return item
-
-    def _csv_item(self, *, final: bool) -> Row | FileProblem | None:
-        def lines() -> Iterator[str]:
-            yield from self._pending
-            if not final:
-                raise _NeedMore
-
-        line = self._lines - len(self._pending) + 1
-        try:  # a fresh reader per record: csv.reader starts every record from a clean state
-            record = next(csv.reader(lines()), [])
-        except _NeedMore:
-            return None
+def _csv_items(lines: Iterable[str], identity: str) -> Iterator[Row | FileProblem]:
+    reader = csv.reader(lines)
+    columns = [column.strip() for column in next(reader, [])]
+    if reader.line_num == 0:
+        return
+    if (problem := _header_problem(columns)) is not None:
+        raise ReadError(f"line 1: {problem}")
+    while True:
+        line = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
         except csv.Error as exc:
-            self._pending = []
-            return FileProblem(line, f"not valid CSV ({exc})")
-        self._pending = []
-        if self._columns is None:
-            self._columns = [column.strip() for column in record]
-            if (problem := _header_problem(self._columns)) is not None:
-                raise ReadError(f"line 1: {problem}")
-            return None
-        return _csv_row(line, self._columns, record, self._identity)
-
-
-def _csv_row(
-    line: int, columns: list[str], record: list[str], identity: str
-) -> Row | FileProblem | None:
-    if not any(cell.strip() for cell in record):
-        return None
-    if len(record) != len(columns):
-        return FileProblem(line, f"has {len(record)} fields, the header has {len(columns)}")
-    values: dict[str, Any] = {}
-    for column, cell in zip(columns, record, strict=True):
-        if column in ANNOTATION_KEYS or not cell.strip():
+            yield FileProblem(line, f"not valid CSV ({exc})")
             continue
-        if column == "user_ids":
-            values[column] = cell.replace(";", " ").split()
-        else:
-            values[column] = cell
-    return _make_row(line, values, identity)
+        if not any(cell.strip() for cell in record):
+            continue
+        if len(record) != len(columns):
+            yield FileProblem(line, f"has {len(record)} fields, the header has {len(columns)}")
+            continue
+        values = {
+            column: cell.replace(";", " ").split() if column == "user_ids" else cell
+            for column, cell in zip(columns, record, strict=True)
+            if column not in ANNOTATION_KEYS and cell.strip()
+        }
+        yield _make_row(line, values, identity)
 
 
 def _header_problem(columns: list[str]) -> str | None:
@@ -211,20 +163,24 @@ def _header_problem(columns: list[str]) -> str | None:
     return None
 
 
-def _jsonl_item(line: int, text: str, identity: str) -> Row | FileProblem | None:
-    if not text.strip():
-        return None
-    try:
-        values = json.loads(text)
-    except ValueError as exc:
-        return FileProblem(line, f"not valid JSON ({exc})")
-    if not isinstance(values, dict):
-        return FileProblem(line, f"must be a JSON object, got {type(values).__name__}")
-    unknown = sorted(set(values) - _KNOWN_COLUMNS - ANNOTATION_KEYS)
-    if unknown:
-        return FileProblem(line, f"unknown key {unknown[0]!r}; expected {_EXPECTED}")
-    values = {key: value for key, value in values.items() if key not in ANNOTATION_KEYS}
-    return _make_row(line, values, identity)
+def _jsonl_items(lines: Iterable[str], identity: str) -> Iterator[Row | FileProblem]:
+    for line, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            values = json.loads(text)
+        except ValueError as exc:
+            yield FileProblem(line, f"not valid JSON ({exc})")
+            continue
+        if not isinstance(values, dict):
+            yield FileProblem(line, f"must be a JSON object, got {type(values).__name__}")
+            continue
+        unknown = sorted(set(values) - _KNOWN_COLUMNS - ANNOTATION_KEYS)
+        if unknown:
+            yield FileProblem(line, f"unknown key {unknown[0]!r}; expected {_EXPECTED}")
+            continue
+        values = {key: value for key, value in values.items() if key not in ANNOTATION_KEYS}
+        yield _make_row(line, values, identity)
 
 
 def _make_row(line: int, values: dict[str, Any], identity: str) -> Row:
@@ -249,3 +205,93 @@ def _derive_key(line: int, values: dict[str, Any], identity: str) -> str:
             pass  # blank, a bool, a list: no id, so the row is named by its place and content
     content = json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
     return derive_idempotency_key(f"{identity}\0{line}\0{content}", namespace=CONTENT_KEY_NAMESPACE)
+
+
+@attrs.frozen
+class Input:
+    """The file to send (``-`` for stdin), its format, and its identity in derived keys."""
+
+    path: str
+    format: Format
+    identity: str
+
+    def rows(self) -> Generator[Row | FileProblem, None, None]:
+        """Read the rows, the file closed when the iteration ends (stdin itself stays open).
+
+        Raises:
+            ReadError, OSError, UnicodeDecodeError: the input cannot be read as rows.
+        """
+        source: str | int | None = self.path
+        if self.path == "-":
+            try:
+                source = os.dup(sys.stdin.fileno())  # a copy: closing it leaves stdin open
+            except (AttributeError, OSError, ValueError):  # stdin is not a file (embedded use)
+                source = None
+        if source is None:
+            yield from read_rows(sys.stdin, format=self.format, identity=self.identity)
+            return
+        with open(source, encoding="utf-8-sig", newline="") as lines:
+            yield from read_rows(lines, format=self.format, identity=self.identity)
+
+    def stream(self) -> AsyncGenerator[Row | FileProblem, None]:
+        """The rows one at a time as the send pulls them, read in a thread (see ``in_thread``).
+
+        Raises:
+            ReadError, OSError, UnicodeDecodeError: the input cannot be read as rows.
+        """
+        return in_thread(self.rows())
+
+
+_T = TypeVar("_T")
+
+
+async def in_thread(items: Generator[_T, None, None]) -> AsyncGenerator[_T, None]:
+    """Each item of ``items``, read by a daemon thread one pull at a time, never ahead.
+
+    A pipe may stay quiet for minutes: the event loop goes on meanwhile, and once the pulls stop
+    (a stop, Ctrl-C, a 401) the process can end at once. A thread of ``asyncio.to_thread`` could
+    not do that: ``asyncio.run`` and the interpreter wait for the executor's threads on exit.
+    """
+    loop = asyncio.get_running_loop()
+    # Each pull is a future, answered with (item,), or None at the end, or the reading's error.
+    pulls: queue.SimpleQueue[asyncio.Future[tuple[_T] | None] | None] = queue.SimpleQueue()
+
+    def settle(
+        future: asyncio.Future[tuple[_T] | None], item: tuple[_T] | None, error: Exception | None
+    ) -> None:
+        if future.cancelled():
+            return
+        if error is None:
+            future.set_result(item)
+        else:
+            future.set_exception(error)
+
+    def read() -> None:
+        try:
+            while (future := pulls.get()) is not None:
+                item: tuple[_T] | None = None
+                error = None
+                try:
+                    item = (next(items),)
+                except StopIteration:
+                    pass
+                except Exception as exc:  # noqa: BLE001 - the puller raises it
+                    error = exc
+                loop.call_soon_threadsafe(settle, future, item, error)
+                if item is None:
+                    return
+        except RuntimeError:  # the loop was closed: nobody pulls any more
+            pass
+        finally:
+            items.close()
+
+    threading.Thread(target=read, name="whop-async input", daemon=True).start()
+    try:
+        while True:
+            future: asyncio.Future[tuple[_T] | None] = loop.create_future()
+            pulls.put(future)
+            if (pulled := await future) is None:
+                return
+            yield pulled[0]
+    finally:
+        pulls.put(None)

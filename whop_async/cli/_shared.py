@@ -1,5 +1,5 @@
-"""What the commands share: exit codes, output that never shows the key, the client, Ctrl-C, and
-the send loop of ``bulk`` and ``demo``."""
+"""What the commands share: exit codes, output that never shows the key, the client, and the
+send loop of ``bulk`` and ``demo`` with its Ctrl-C handling and closing table."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Final, TextIO
@@ -20,24 +21,25 @@ from .. import (
     FATAL_ERRORS,
     NOT_GIVEN,
     AsyncWhop,
+    BatchAbortedError,
     BulkItem,
     BulkOutcome,
     BulkStats,
-    NotGiven,
+    InvalidParamsError,
+    OutcomeUnknownError,
     RateLimit,
     WhopError,
     iter_notifications,
 )
 from .._config import API_KEY_ENV
-from ._progress import make_progress
+from ._progress import Ending, Progress
 
 __all__ = [
-    "BulkSend",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "Interrupt",
+    "BulkSend",
     "Output",
     "UsageError",
     "best_rate",
@@ -48,12 +50,10 @@ __all__ = [
 EXIT_OK: Final = 0
 #: Some notifications were not sent.
 EXIT_FAILED: Final = 1
-#: Bad arguments, a bad file, no API key: nothing was (or could be) sent.
+#: Bad arguments, a bad file, no API key or a refused one: nothing was (or could be) sent.
 EXIT_USAGE: Final = 2
 #: Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED: Final = 130
-
-_REDACTED: Final = "[redacted]"
 
 
 class UsageError(Exception):
@@ -70,9 +70,7 @@ class Output:
 
     def redact(self, text: str) -> str:
         """``text`` with the API key replaced."""
-        if self._secret:
-            return text.replace(self._secret, _REDACTED)
-        return text
+        return text.replace(self._secret, "[redacted]") if self._secret else text
 
     def result(self, text: str) -> None:
         """A line of the command's result, on stdout."""
@@ -99,8 +97,7 @@ class Output:
 
     def _redact_record(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = self.redact(message)
-        if redacted != message:
+        if (redacted := self.redact(message)) != message:
             record.msg, record.args = redacted, None
         return True
 
@@ -119,7 +116,8 @@ def make_client(
 ) -> AsyncWhop:
     """The client the command line options and environment describe.
 
-    ``--api-version`` wins over ``WHOP_API_VERSION``, which the client reads itself.
+    ``--api-version`` wins over ``WHOP_API_VERSION``, which the client reads itself; ``none``
+    sends none.
 
     Raises:
         UsageError: no API key, or an option the client rejects.
@@ -129,12 +127,19 @@ def make_client(
         raise UsageError(
             f"no API key: pass --api-key or set the {API_KEY_ENV} environment variable"
         )
+    version: str | None = args.api_version
     try:
         return AsyncWhop(
             key,
             base_url=args.base_url,
             app_id=args.app_id,
-            api_version=_api_version(args.api_version),
+            api_version=(
+                NOT_GIVEN
+                if version is None
+                else None
+                if version.strip().lower() == "none"
+                else version
+            ),
             proxy=args.proxy,
             timeout=args.timeout,
             rate_limit=rate_limit,
@@ -143,44 +148,6 @@ def make_client(
         )
     except WhopError as exc:
         raise UsageError(str(exc)) from None
-
-
-def _api_version(flag: str | None) -> str | NotGiven | None:
-    """``--api-version``: a version, ``none`` to send none, or (not given) the client's default."""
-    if flag is None:
-        return NOT_GIVEN
-    return None if flag.strip().lower() == "none" else flag
-
-
-class Interrupt:
-    """Ctrl-C (or SIGTERM) handling for a run: the first asks to stop, the second aborts.
-
-    Made inside the running loop, it takes over SIGINT and SIGTERM there (where the platform
-    allows). After the first signal no new request starts and the ones in flight finish, so every
-    row the server confirmed is recorded; the second cancels those too.
-    """
-
-    def __init__(self, output: Output) -> None:
-        self._output = output
-        self.requested = asyncio.Event()
-        self.forced = False
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: no handlers
-                loop.add_signal_handler(signum, self._on_signal, task)
-
-    def _on_signal(self, task: asyncio.Task[object]) -> None:
-        if not self.requested.is_set():
-            self.requested.set()
-            self._output.note(
-                "\nStopping: no new requests; waiting for the ones in flight "
-                "(press Ctrl-C again to abort them)."
-            )
-        else:
-            self.forced = True
-            task.cancel()
 
 
 def describe_limit(limit: RateLimit | None) -> str:
@@ -199,40 +166,70 @@ def best_rate(rate_limit: RateLimit | None, max_rate: float | None) -> float | N
 class BulkSend:
     """A send of many notifications as ``bulk`` and ``demo`` run it, through ``iter_notifications``.
 
-    It holds the progress display, the counters and the clock, sends at the pace the flags set
-    (``--concurrency``, ``--max-rate``), and prints the closing table.
+    It holds the progress display, the counters and the clock, sends at the pace the flags set,
+    and prints the closing table. Made inside the running loop, it takes over SIGINT and SIGTERM
+    (where the platform allows): the first sets the library's ``stop`` (no new request starts,
+    the ones sent finish and are recorded, the ones not sent end as ``BatchAbortedError``); the
+    second cancels the send, and the library reports each item in flight as
+    ``OutcomeUnknownError`` with its key, so that a re-run sends it again with the same key.
     """
 
-    def __init__(
+    def __init__(self, args: argparse.Namespace, output: Output) -> None:
+        self.stop = asyncio.Event()
+        self.cancelled = False
+        self.fatal: WhopError | None = None
+        self.stats = BulkStats()
+        self.elapsed = 0.0
+        self.progress: Progress  # from the start of ``run``
+        self._args = args
+        self._output = output
+        task = asyncio.current_task()
+        assert task is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: no handlers
+                asyncio.get_running_loop().add_signal_handler(signum, self._on_signal, task)
+
+    def _on_signal(self, task: asyncio.Task[object]) -> None:
+        if not self.stop.is_set():
+            self.stop.set()
+            self._output.note(
+                "\nStopping: no new requests; waiting for the ones in flight "
+                "(press Ctrl-C again to abort them)."
+            )
+        else:
+            self.cancelled = True
+            task.cancel()
+
+    async def run(
         self,
-        args: argparse.Namespace,
-        output: Output,
         client: AsyncWhop,
-        interrupt: Interrupt,
+        items: AsyncGenerator[BulkItem, None],
+        on_outcome: Callable[[BulkOutcome, Ending], None],
         *,
         total: int | None,
     ) -> None:
-        self.interrupt = interrupt
-        self.progress = make_progress(
-            total=total,
-            stream=output.stderr,
-            enabled=not args.no_progress,
-            expected_rate=best_rate(client.rate_limit, args.max_rate),
-        )
-        self.stats = BulkStats()
-        self.elapsed = 0.0
-        self._args = args
-        self._output = output
-        self._client = client
+        """Send the ``total`` ``items``, handing each outcome and how it ended to ``on_outcome``.
 
-    async def run(
-        self, items: AsyncGenerator[BulkItem, None], on_outcome: Callable[[BulkOutcome], None]
-    ) -> None:
-        """Send ``items`` and hand each outcome to ``on_outcome``; close the client and ``items``.
+        The client and ``items`` are closed at the end. A 401 ends the send (it is in ``fatal``
+        then), and so does a second Ctrl-C; it is not the command's end.
 
-        A second Ctrl-C cancels the requests in flight and ends the send, not the command.
+        Raises:
+            UsageError: the library refused ``--concurrency`` or ``--max-rate``.
         """
-        client = self._client
+
+        def on_result(outcome: BulkOutcome) -> None:
+            ending: Ending = "sent" if outcome.ok else "failed"
+            if isinstance(outcome.error, (BatchAbortedError, OutcomeUnknownError)):
+                ending = "interrupted"
+            self.progress.advance(ending)
+            on_outcome(outcome, ending)
+
+        self.progress = Progress(
+            total=total,
+            stream=self._output.stderr,
+            draw=not self._args.no_progress,
+            expected_rate=best_rate(self._args.rate_limit, self._args.max_rate),
+        )
         started = time.monotonic()
         try:
             async with (
@@ -245,16 +242,23 @@ class BulkSend:
                         concurrency=self._args.concurrency,
                         max_rate=self._args.max_rate,
                         stats=self.stats,
+                        stop=self.stop,
+                        on_result=on_result,  # told of the items in flight on a cancel, too
                     )
                 ) as outcomes,
             ):
-                async for outcome in outcomes:
-                    on_outcome(outcome)
-        except FATAL_ERRORS:
-            pass  # on_outcome saw the item that met it, and the run reports it once
+                async for _ in outcomes:
+                    pass
+        except FATAL_ERRORS as exc:
+            self.fatal = exc
+        except InvalidParamsError as exc:  # the options; every item was checked before
+            raise UsageError(str(exc)) from None
         except asyncio.CancelledError:
-            if not self.interrupt.forced:
+            if not self.cancelled:
                 raise
+            task = asyncio.current_task()
+            if task is not None and sys.version_info >= (3, 11):
+                task.uncancel()  # handled: the command goes on to its summary
         finally:
             self.progress.close()
             self.elapsed = time.monotonic() - started
@@ -263,15 +267,22 @@ class BulkSend:
         self, *, skipped: int | None = None, notes: Iterable[tuple[str, str]] = ()
     ) -> None:
         """The closing table, on stdout."""
-        stats = self.stats
+        stats, counts = self.stats, self.progress.counts
         rate = stats.attempts / self.elapsed if self.elapsed > 0 else 0.0
-        lines = [("sent", f"{self.progress.sent}"), ("failed", f"{self.progress.failed}")]
+        lines = [
+            ("sent", f"{counts['sent']}"),
+            ("replayed", f"{stats.replayed} (sent by an earlier run with the same keys)"),
+            ("failed", f"{counts['failed']}"),
+        ]
+        if counts["interrupted"]:
+            stopped = f"{counts['interrupted']} (unanswered at the stop; a re-run sends them)"
+            lines.append(("interrupted", stopped))
         if skipped is not None:
             lines.append(("skipped", f"{skipped} (already in the journal)"))
         lines += [
             ("elapsed", f"{self.elapsed:.2f} s"),
             ("rate", f"{rate:.1f} requests/s ({stats.attempts} requests)"),
-            ("rate limit", describe_limit(self._client.rate_limit)),
+            ("rate limit", describe_limit(self._args.rate_limit)),
             ("retries", f"{stats.retries}"),
             ("429s", f"{stats.rate_limited}"),
             *notes,
