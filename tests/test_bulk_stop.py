@@ -18,6 +18,7 @@ from whop_async import (
     BulkOutcome,
     BulkSendError,
     BulkStats,
+    InvalidParamsError,
     NotificationCreateResponse,
     OutcomeUnknownError,
     RateLimit,
@@ -247,3 +248,11 @@ async def test_replayed_items_are_counted_and_marked() -> None:
     assert stats.replayed == 2
     assert sorted(o.index for o in outcomes if o.replayed) == [0, 1]
     assert len(server.notifications) == 6
+
+
+def test_a_streams_bad_option_is_refused_when_it_is_called_not_when_first_read() -> None:
+    client = AsyncWhop("sk_test")  # never opened: nothing can be sent
+    with pytest.raises(InvalidParamsError) as caught:
+        iter_notifications(client, items(3), concurrency=0)
+
+    assert caught.value.field == "concurrency"

@@ -651,7 +651,7 @@ async def gather_notifications(
     return complete
 
 
-async def iter_notifications(
+def iter_notifications(
     client: AsyncWhop,
     items: Iterable[BulkItem] | AsyncIterable[BulkItem],
     *,
@@ -674,9 +674,11 @@ async def iter_notifications(
     rather than at garbage collection. Arguments are those of ``gather_notifications``.
 
     Raises:
+        InvalidParamsError: an option is invalid: when called, before anything is read or sent.
         AuthenticationError: the key was refused (likewise ``ClientClosedError``): after the
             outcomes of every item read.
     """
+    _check_options(concurrency, max_rate, max_rate_limit_wait)
     queue: asyncio.Queue[BulkOutcome | None] = asyncio.Queue(maxsize=concurrency)
     batch = _Batch(
         client,
@@ -690,6 +692,13 @@ async def iter_notifications(
         stop=stop,
         deliver=queue.put,
     )
+    return _stream(batch, queue)
+
+
+async def _stream(
+    batch: _Batch, queue: asyncio.Queue[BulkOutcome | None]
+) -> AsyncGenerator[BulkOutcome, None]:
+    """Run ``batch`` and yield what it delivers to ``queue``; see ``iter_notifications``."""
 
     async def run_then_close() -> None:
         try:
