@@ -421,7 +421,7 @@ async def test_stdin_rows_arrive_as_their_lines_are_written_and_the_loop_stays_f
 ) -> None:
     read_end, write_end = pipe
     monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
-    rows = Input("-", "jsonl", "<stdin>").stream()
+    rows = in_thread(Input("-", "jsonl", "<stdin>").rows())
     os.write(write_end, jsonl(GOOD_ROW).encode() + b'{"title": "sec')
     first = await anext(rows)
 
@@ -449,7 +449,7 @@ async def test_a_pull_cancelled_on_a_quiet_pipe_ends_at_once_and_is_no_empty_fil
     # What the library's stop does to a worker that waits for the next row.
     read_end, _ = pipe
     monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
-    rows = Input("-", "jsonl", "<stdin>").stream()
+    rows = in_thread(Input("-", "jsonl", "<stdin>").rows())
     reading = asyncio.ensure_future(anext(rows))
     await asyncio.sleep(0.02)
 
@@ -484,7 +484,7 @@ async def test_stdin_that_is_a_pipe_gives_each_row_once_its_last_line_arrives(
 ) -> None:
     read_end, write_end = pipe
     monkeypatch.setattr(sys, "stdin", open(read_end, closefd=False))  # noqa: SIM115
-    rows = Input("-", "csv", "<stdin>").stream()
+    rows = in_thread(Input("-", "csv", "<stdin>").rows())
     os.write(write_end, '\ufeffaccount_id,title,content\nbiz_1,"Two'.encode())
 
     reading = asyncio.ensure_future(anext(rows))

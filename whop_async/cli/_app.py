@@ -1,8 +1,9 @@
-"""The ``whop-async`` command: its arguments, and which command runs."""
+"""The ``whop-async`` command: its arguments, which command runs, and ``send``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import sys
 from collections.abc import Sequence
@@ -14,13 +15,27 @@ from .. import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TIMEOUT,
+    FATAL_ERRORS,
+    APIError,
+    APIStatusError,
     InvalidParamsError,
+    NotificationCreateParams,
     RateLimit,
     __version__,
 )
-from ._shared import EXIT_INTERRUPTED, EXIT_USAGE, Output, UsageError, api_key_from
+from ._rows import PARAM_NAMES
+from ._shared import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Output,
+    UsageError,
+    api_key_from,
+    make_client,
+)
 
-__all__ = ["build_parser", "main"]
+__all__ = ["DEMO_RATE_LIMIT", "build_parser", "main"]
 
 _DESCRIPTION = """\
 Send Whop notifications from the command line: one (send), many from a CSV or JSON Lines file
@@ -28,16 +43,12 @@ Send Whop notifications from the command line: one (send), many from a CSV or JS
 """
 
 _BULK_EPILOG = """\
-FILE holds one notification per row. CSV: a header row of create() keywords (title, content,
-one of account_id, experience_id or company_id, user_ids, subtitle, rest_path, icon_user_id,
-idempotency_key); user_ids separated by spaces or semicolons. JSON Lines: one object of the same
-keywords per line. An "id" column names the row: it makes the row's idempotency key and is not
-sent.
-
-Each row is sent with an idempotency key derived from the row (its idempotency_key, else
-derive_idempotency_key(id), else the file, line and content), so re-running the same file is
-safe; with --journal a re-run also skips the rows already confirmed. Exit status: 0 all sent,
-1 some failed, 2 bad arguments, file or configuration or a refused API key, 130 interrupted.
+FILE holds one notification per row. CSV: a header row of create() keywords (title, content, one
+of account_id, experience_id or company_id, user_ids separated by spaces or semicolons, subtitle,
+rest_path, icon_user_id, idempotency_key); JSON Lines: one object of those keywords per line. An
+"id" column names the row: it makes the row's idempotency key and is not sent. Keys are derived
+from the rows, so re-running a file is safe; with --journal it skips the rows already confirmed.
+Exit status: 0 all sent, 1 some failed, 2 bad arguments, file or API key, 130 interrupted.
 """
 
 #: The demo's limit, for the emulator and the client: Whop's 600 a minute, time-scaled so that a
@@ -70,8 +81,10 @@ def _rate_limit(text: str) -> RateLimit | None:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _add_connection(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection (flags win over the environment)")
+def _connection_options() -> argparse.ArgumentParser:
+    """The parent parser of ``send`` and ``bulk``: how to reach Whop."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection (flags win over the environment)")
     group.add_argument(
         "--api-key", help="the API key (default: $WHOP_API_KEY; prefer the variable)"
     )
@@ -94,48 +107,64 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"seconds one attempt may take (default: {DEFAULT_TIMEOUT:g})",
+        help="seconds one attempt may take (default: %(default)g)",
     )
     group.add_argument(
         "--max-retries",
         type=int,
         default=DEFAULT_MAX_RETRIES,
         metavar="N",
-        help=f"retries after the first attempt (default: {DEFAULT_MAX_RETRIES})",
+        help="retries after the first attempt (default: %(default)s)",
     )
+    return parent
 
 
-def _add_pace(parser: argparse.ArgumentParser, *, rate_limit: RateLimit) -> None:
-    parser.add_argument(
+def _pace_options(rate_limit: RateLimit) -> argparse.ArgumentParser:
+    """The parent parser of ``bulk`` and ``demo``: how fast to send."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
         "--rate-limit",
         type=_rate_limit,
         default=rate_limit,
         metavar="N/SECONDS",
-        help=f"start at most N requests in any SECONDS, or 'off' (default: "
+        help="start at most N requests in any SECONDS, or 'off' (default: "
         f"{rate_limit.requests}/{rate_limit.per:g})",
     )
-    parser.add_argument(
+    parent.add_argument(
         "--concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help=f"requests in flight at most (default: {DEFAULT_CONCURRENCY})",
+        help="requests in flight at most (default: %(default)s)",
     )
-    parser.add_argument(
+    parent.add_argument(
         "--max-rate",
         type=float,
         metavar="PER_SECOND",
         help="requests per second at most, on top of --rate-limit (default: none)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    parent.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``whop-async``."""
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log retries (-v) or every attempt (-vv) to stderr; the API key is never shown",
+    )
+    connection = _connection_options()
     parser = argparse.ArgumentParser(prog="whop-async", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"whop-async {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    send = commands.add_parser("send", help="send one notification and print the outcome")
+
+    send = commands.add_parser(
+        "send", parents=[connection, verbose], help="send one notification and print the outcome"
+    )
     audience = send.add_mutually_exclusive_group(required=True)
     audience.add_argument("--account-id", help="send to this company's team (biz_...)")
     audience.add_argument("--experience-id", help="send to this experience's users (exp_...)")
@@ -155,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--idempotency-key", help="the key to send (default: 32 random hex digits, printed)"
     )
-    _add_connection(send)
 
     bulk = commands.add_parser(
         "bulk",
+        parents=[_pace_options(DEFAULT_RATE_LIMIT), connection, verbose],
         help="send every row of a CSV or JSON Lines file",
         description="Send one notification per row of FILE (- for stdin).",
         epilog=_BULK_EPILOG,
@@ -171,9 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the file's format (default: from its extension; jsonl for stdin)",
     )
     bulk.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="check every row and report the bad ones by line; send nothing",
+        "--dry-run", action="store_true", help="check every row, report the bad ones; send nothing"
     )
     bulk.add_argument(
         "--failures",
@@ -185,18 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="record each row as it is confirmed; a re-run with it skips what was sent",
     )
-    _add_pace(bulk, rate_limit=DEFAULT_RATE_LIMIT)
-    _add_connection(bulk)
 
     demo = commands.add_parser(
         "demo",
+        parents=[_pace_options(DEMO_RATE_LIMIT), verbose],
         help="bulk-send to a built-in Whop emulator on loopback (no account needed)",
         description="Start the built-in Whop emulator on 127.0.0.1 and bulk-send to it through "
         "the real client, then show what the emulator received. Needs no API key. The emulator "
         "and the client share --rate-limit: Whop's 600 per minute, time-scaled.",
     )
     demo.add_argument(
-        "--count", type=_count, default=1000, metavar="N", help="how many (default: 1000)"
+        "--count", type=_count, default=1000, metavar="N", help="how many (default: %(default)s)"
     )
     demo.add_argument(
         "--faults",
@@ -207,16 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject random faults (500s, dropped connections, 429s) into this fraction of "
         "requests (default when given: 0.05) to watch the retries",
     )
-    _add_pace(demo, rate_limit=DEMO_RATE_LIMIT)
-
-    for command in (send, bulk, demo):
-        command.add_argument(
-            "-v",
-            "--verbose",
-            action="count",
-            default=0,
-            help="log retries (-v) or every attempt (-vv) to stderr; the API key is never shown",
-        )
     return parser
 
 
@@ -236,9 +252,7 @@ def main(
     output.log_to_stderr(args.verbose)
     try:
         if args.command == "send":
-            from ._send import run_send
-
-            return run_send(args, output)
+            return _send(args, output)
         if args.command == "bulk":
             from ._bulk import run_bulk
 
@@ -252,3 +266,34 @@ def main(
     except KeyboardInterrupt:  # where the loop could not take over SIGINT
         output.note("Interrupted.")
         return EXIT_INTERRUPTED
+
+
+def _send(args: argparse.Namespace, output: Output) -> int:
+    """``whop-async send``: validate the flags, send one notification, say what happened."""
+    try:
+        params = NotificationCreateParams(**{name: getattr(args, name) for name in PARAM_NAMES})
+    except InvalidParamsError as exc:
+        raise UsageError(f"invalid notification: {exc}") from None
+    client = make_client(args)
+
+    async def send() -> int:
+        async with client:
+            try:
+                response = await client.notifications.send(params)
+            except FATAL_ERRORS as exc:  # no request of this key can succeed
+                output.error(f"{exc} (check the API key)")
+                return EXIT_USAGE
+            except APIError as exc:
+                request_id = isinstance(exc, APIStatusError) and exc.request_id
+                output.error(f"{exc} (request id {request_id})" if request_id else str(exc))
+                output.note(f"Idempotency-Key: {exc.idempotency_key} (reuse it to retry safely)")
+                return EXIT_FAILED
+        output.result(f"sent: success={str(response.success).lower()}")
+        output.result(f"idempotency key: {response.idempotency_key}")
+        if response.replayed:
+            output.result(
+                "replayed: Whop answered from the key's first request; no new notification"
+            )
+        return EXIT_OK if response.success else EXIT_FAILED
+
+    return asyncio.run(send())

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+from collections import Counter
 from collections.abc import AsyncGenerator
 from typing import IO, Any, Final
 
@@ -30,7 +31,16 @@ from .. import (
 )
 from ._journal import Journal
 from ._progress import Ending
-from ._rows import FileProblem, Format, Input, ReadError, Row, file_identity, guess_format
+from ._rows import (
+    FileProblem,
+    Format,
+    Input,
+    ReadError,
+    Row,
+    file_identity,
+    guess_format,
+    in_thread,
+)
 from ._shared import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -65,20 +75,20 @@ def run_bulk(args: argparse.Namespace, output: Output) -> int:
     sent_before = journal.sent if journal is not None else set()
     if args.dry_run:
         scan = _scan(source, sent_before, output, dry_run=True)
+        rows, invalid, problems = scan["rows"], scan["invalid"], scan["problems"]
         output.result(
-            f"dry run: {scan.rows} rows, {scan.rows - scan.invalid} valid, {scan.invalid} "
-            f"invalid, {scan.problems} unreadable line(s), {scan.skipped} already in the "
-            "journal; nothing was sent"
+            f"dry run: {rows} rows, {rows - invalid} valid, {invalid} invalid, {problems} "
+            f"unreadable line(s), {scan['skipped']} already in the journal; nothing was sent"
         )
-        return EXIT_USAGE if scan.problems else EXIT_FAILED if scan.invalid else EXIT_OK
+        return EXIT_USAGE if problems else EXIT_FAILED if invalid else EXIT_OK
     client = make_client(args, concurrency=args.concurrency, rate_limit=args.rate_limit)
     total: int | None = None
     if source.path != "-":
         scan = _scan(source, sent_before, output)
-        if scan.problems:
-            output.error(f"{source.path}: {scan.problems} unreadable line(s); nothing was sent")
+        if scan["problems"]:
+            output.error(f"{source.path}: {scan['problems']} unreadable line(s); nothing was sent")
             return EXIT_USAGE
-        total = scan.rows - scan.skipped
+        total = scan["rows"] - scan["skipped"]
     with contextlib.ExitStack() as opened:
         if journal is not None:
             journal.open()
@@ -101,31 +111,24 @@ def _resolve_input(args: argparse.Namespace) -> Input:
     return Input(path, fmt, file_identity(path))
 
 
-@attrs.define
-class _Scan:
-    rows: int = 0
-    invalid: int = 0
-    skipped: int = 0
-    problems: int = 0
-
-
-def _scan(source: Input, sent_before: set[str], output: Output, *, dry_run: bool = False) -> _Scan:
-    """Read the whole input once, reporting the first ``MAX_REPORTED`` unreadable lines.
-
-    A dry run reports every unreadable line and every invalid row.
-    """
-    scan = _Scan()
+def _scan(
+    source: Input, sent_before: set[str], output: Output, *, dry_run: bool = False
+) -> Counter[str]:
+    """Count the ``rows``, ``invalid`` ones, ``skipped`` ones and unreadable lines (``problems``)
+    of the whole input, reporting the first ``MAX_REPORTED`` of these; a dry run reports every
+    unreadable line and every invalid row."""
+    scan: Counter[str] = Counter()
     try:
         for item in source.rows():
             if isinstance(item, FileProblem):
-                scan.problems += 1
-                if dry_run or scan.problems <= MAX_REPORTED:
+                scan["problems"] += 1
+                if dry_run or scan["problems"] <= MAX_REPORTED:
                     output.note(f"{source.path}: {item}")
                 continue
-            scan.rows += 1
-            scan.skipped += item.idempotency_key in sent_before
+            scan["rows"] += 1
+            scan["skipped"] += item.idempotency_key in sent_before
             if item.error is not None:
-                scan.invalid += 1
+                scan["invalid"] += 1
                 if dry_run:
                     output.note(f"{source.path}: line {item.line}: {item.error}")
     except _READ_ERRORS as exc:
@@ -189,30 +192,44 @@ class _Run:
     problem: str | None = None
 
     async def main(self, client: AsyncWhop, total: int | None) -> int:
-        self.send = BulkSend(self.args, self.output)
-        await self.send.run(client, self._items(), self._on_outcome, total=total)
-        notes = []
-        if self.failures is not None and self.failures.count:
-            notes.append(("failures", f"written to {self.failures.path}"))
-        self.send.print_summary(
-            skipped=self.skipped if self.journal is not None else None, notes=notes
-        )
-        return self._exit_status()
+        self.send = send = BulkSend(self.args, self.output)
+        await send.run(client, self._items(), self._on_outcome, total=total)
+        failures, journal = self.failures, self.journal
+        notes = [("failures", f"written to {failures.path}")] if failures and failures.count else []
+        send.print_summary(skipped=self.skipped if journal else None, notes=notes)
+        if self.problem is not None:
+            self.output.error(f"{self.problem}; stopped reading there")
+            return EXIT_USAGE
+        if send.fatal is not None:
+            self.output.error(f"{send.fatal}: check the API key and its permissions")
+            return EXIT_USAGE
+        counts = send.progress.counts
+        if not send.stop.is_set():
+            return EXIT_FAILED if counts["failed"] else EXIT_OK
+        if journal is not None:
+            resume = f"run the same command again: the journal {journal.path} skips them"
+        else:
+            resume = "re-running resends them with the same idempotency keys"
+        note = f"Interrupted: {counts['sent']} sent before stopping; {resume}."
+        if counts["interrupted"] and failures is not None:
+            note += f" The {counts['interrupted']} unanswered are in {failures.path}, keys kept."
+        self.output.note(note)
+        return EXIT_INTERRUPTED
 
     async def _items(self) -> AsyncGenerator[NotificationCreateParams, None]:
         try:
-            async with contextlib.aclosing(self.source.stream()) as rows:
+            async with contextlib.aclosing(in_thread(self.source.rows())) as rows:
                 async for item in rows:
                     if isinstance(item, FileProblem):
                         self.problem = f"{self.source.path}: {item}"
                         return
                     if self.journal is not None and item.idempotency_key in self.journal.sent:
                         self.skipped += 1
-                    elif item.error is not None:
+                    elif item.params is None:
+                        assert item.error is not None
                         self.send.progress.advance("failed")
                         self._failed(item, item.error, "failed")
                     else:
-                        assert item.params is not None
                         self.in_flight[self.sent_index] = item
                         self.sent_index += 1
                         yield item.params
@@ -221,11 +238,10 @@ class _Run:
 
     def _on_outcome(self, outcome: BulkOutcome, ending: Ending) -> None:
         row = self.in_flight.pop(outcome.index)
-        if outcome.error is None:
-            if self.journal is not None:
-                self.journal.record(row.idempotency_key, row.line, replayed=outcome.replayed)
-        else:
+        if outcome.error is not None:
             self._failed(row, outcome.error, ending)
+        elif self.journal is not None:
+            self.journal.record(row.idempotency_key, row.line, replayed=outcome.replayed)
 
     def _failed(self, row: Row, error: WhopError, ending: Ending) -> None:
         if self.failures is not None:
@@ -238,23 +254,3 @@ class _Run:
         elif self.reported == MAX_REPORTED + 1:
             where = f" (all are in {self.failures.path})" if self.failures else ""
             self.send.progress.log(f"... more failures are not shown{where}")
-
-    def _exit_status(self) -> int:
-        if self.problem is not None:
-            self.output.error(f"{self.problem}; stopped reading there")
-            return EXIT_USAGE
-        if self.send.fatal is not None:
-            self.output.error(f"{self.send.fatal}: check the API key and its permissions")
-            return EXIT_USAGE
-        if self.send.stop.is_set():
-            if self.journal is not None:
-                resume = f"run the same command again: the journal {self.journal.path} skips them"
-            else:
-                resume = "re-running resends them with the same idempotency keys"
-            note = f"Interrupted: {self.send.progress.sent} sent before stopping; {resume}."
-            unanswered = self.send.progress.counts["interrupted"]
-            if unanswered and self.failures is not None:
-                note += f" The {unanswered} unanswered are in {self.failures.path}, keys kept."
-            self.output.note(note)
-            return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.send.progress.failed else EXIT_OK

@@ -67,16 +67,16 @@ async def _demo(args: argparse.Namespace, output: Output) -> int:
         )
 
         def on_outcome(outcome: BulkOutcome, ending: Ending) -> None:
-            if ending == "failed" and send.progress.failed <= MAX_REPORTED:
+            if ending == "failed" and send.progress.counts["failed"] <= MAX_REPORTED:
                 send.progress.log(f"notification {outcome.index + 1}: {outcome.error}")
 
         await send.run(client, _notifications(args.count), on_outcome, total=args.count)
         send.print_summary()
         _print_received(output, server, limit)
     if send.stop.is_set():
-        output.note(f"Interrupted after {send.progress.sent} notifications.")
+        output.note(f"Interrupted after {send.progress.counts['sent']} notifications.")
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if send.progress.failed else EXIT_OK
+    return EXIT_FAILED if send.progress.counts["failed"] else EXIT_OK
 
 
 def _print_received(output: Output, server: WhopEmulator, limit: RateLimit | None) -> None:

@@ -44,30 +44,28 @@ class Journal:
         """
         try:
             with open(self.path, encoding="utf-8") as existing:
-                for line_number, line in enumerate(existing, start=1):
-                    self._ends_mid_line = not line.endswith("\n")
-                    if line.strip():
-                        self._load(line, line_number)
+                for number, line in enumerate(existing, start=1):
+                    self._ends_mid_line = not line.endswith("\n")  # only the last line can
+                    if not line.strip():
+                        continue
+                    try:
+                        key = json.loads(line)["key"]
+                    except (ValueError, TypeError, KeyError):
+                        if not self._ends_mid_line:
+                            raise UsageError(
+                                f"{self.path}, line {number}: not a journal record; is this the "
+                                "right file?"
+                            ) from None
+                        if line.startswith(_RECORD_START) or _RECORD_START.startswith(line):
+                            self._cut_line_bytes = len(line.encode("utf-8"))
+                        continue
+                    if not isinstance(key, str):
+                        raise UsageError(f"{self.path}, line {number}: the key is not a string")
+                    self.sent.add(key)
         except FileNotFoundError:
             pass
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read the journal {self.path}: {exc}") from None
-
-    def _load(self, line: str, line_number: int) -> None:
-        """Record the key of ``line``; a cut last line is ignored, and noted for ``open``."""
-        try:
-            key = json.loads(line)["key"]
-        except (ValueError, TypeError, KeyError):
-            if self._ends_mid_line:
-                if line.startswith(_RECORD_START) or _RECORD_START.startswith(line):
-                    self._cut_line_bytes = len(line.encode("utf-8"))
-                return
-            raise UsageError(
-                f"{self.path}, line {line_number}: not a journal record; is this the right file?"
-            ) from None
-        if not isinstance(key, str):
-            raise UsageError(f"{self.path}, line {line_number}: the key is not a string")
-        self.sent.add(key)
 
     def open(self) -> None:
         """Open the journal for appending (after ``load``).

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Literal, TextIO
 
 if TYPE_CHECKING:
     from rich.progress import Progress as Bar
-    from rich.progress import TaskID
 
-__all__ = ["Progress", "format_duration"]
+__all__ = ["Ending", "Progress", "format_duration"]
 
 #: How a row ended: sent, failed, or cut short by a stop or a 401 (not sent, or outcome unknown).
 Ending = Literal["sent", "failed", "interrupted"]
@@ -59,21 +58,12 @@ class Progress:
         self._started = self._last_line = clock()
         self._written = -1
         self._bar: Bar | None = None
-        self._task: TaskID | None = None
         if draw and stream.isatty():
             with contextlib.suppress(ImportError):  # no rich: plain lines
                 self._bar = self._start_bar()
         self._lines = draw and self._bar is None
         if self._lines and total is not None and expected_rate is not None:
             self._write()  # the time it will take at best, before the first request
-
-    @property
-    def sent(self) -> int:
-        return self.counts["sent"]
-
-    @property
-    def failed(self) -> int:
-        return self.counts["failed"]
 
     @property
     def done(self) -> int:
@@ -84,10 +74,10 @@ class Progress:
         """One row ended."""
         self.counts[ending] += 1
         if self._bar is not None:
-            assert self._task is not None
-            failed = f"{self.failed} failed" if self.failed else ""
-            rate, eta = self._fields()
-            self._bar.update(self._task, completed=self.done, failed=failed, rate=rate, eta=eta)
+            rate, failed, eta = self._fields()
+            self._bar.update(
+                self._bar.task_ids[0], completed=self.done, rate=rate, failed=failed, eta=eta
+            )
         elif self._lines and self._clock() - self._last_line >= self._interval:
             self._last_line = self._clock()
             self._write()
@@ -119,20 +109,24 @@ class Progress:
             return None
         return format_duration((self.total - self.done) / min(rates))
 
-    def _fields(self) -> tuple[str, str]:
-        eta = self.eta()
-        return f"{self.rate():.1f}/s", "" if eta is None else f"ETA {eta}"
+    def _fields(self) -> tuple[str, str, str]:
+        """The bar's rate, failures and ETA columns."""
+        eta, failed = self.eta(), self.counts["failed"]
+        return (
+            f"{self.rate():.1f}/s",
+            f"{failed} failed" if failed else "",
+            f"ETA {eta}" if eta else "",
+        )
 
     def _write(self) -> None:
         self._written = self.done
-        done = f"{self.done}" if self.total is None else f"{self.done}/{self.total}"
-        interrupted = self.counts["interrupted"]
-        eta = self.eta()
+        counts, eta = self.counts, self.eta()
         self.log(
-            f"progress: {done} done ({self.sent} sent, {self.failed} failed"
-            + (f", {interrupted} interrupted" if interrupted else "")
+            f"progress: {self.done}{'' if self.total is None else f'/{self.total}'} done "
+            f"({counts['sent']} sent, {counts['failed']} failed"
+            + (f", {counts['interrupted']} interrupted" if counts["interrupted"] else "")
             + f"), {self.rate():.1f}/s"
-            + (f", ETA {eta}" if eta is not None else "")
+            + ("" if eta is None else f", ETA {eta}")
         )
 
     def _start_bar(self) -> Bar:
@@ -150,7 +144,7 @@ class Progress:
             TextColumn("{task.fields[eta]}"),
             console=Console(file=self._stream),
         )
-        rate, eta = self._fields()
-        self._task = bar.add_task("sending", total=self.total, failed="", rate=rate, eta=eta)
+        rate, failed, eta = self._fields()
+        bar.add_task("sending", total=self.total, rate=rate, failed=failed, eta=eta)
         bar.start()
         return bar

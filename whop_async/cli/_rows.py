@@ -13,6 +13,7 @@ line number and the row's content.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -20,6 +21,7 @@ import queue
 import sys
 import threading
 from collections.abc import AsyncGenerator, Generator, Iterable, Iterator
+from concurrent.futures import Future
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 import attrs
@@ -216,30 +218,18 @@ class Input:
     identity: str
 
     def rows(self) -> Generator[Row | FileProblem, None, None]:
-        """Read the rows, the file closed when the iteration ends (stdin itself stays open).
+        """Read the rows as they are pulled; the file is closed at the end, stdin left open.
 
         Raises:
             ReadError, OSError, UnicodeDecodeError: the input cannot be read as rows.
         """
-        source: str | int | None = self.path
-        if self.path == "-":
-            try:
-                source = os.dup(sys.stdin.fileno())  # a copy: closing it leaves stdin open
-            except (AttributeError, OSError, ValueError):  # stdin is not a file (embedded use)
-                source = None
-        if source is None:
+        try:
+            source = self.path if self.path != "-" else sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # stdin is not a file (embedded use)
             yield from read_rows(sys.stdin, format=self.format, identity=self.identity)
             return
-        with open(source, encoding="utf-8-sig", newline="") as lines:
+        with open(source, encoding="utf-8-sig", newline="", closefd=self.path != "-") as lines:
             yield from read_rows(lines, format=self.format, identity=self.identity)
-
-    def stream(self) -> AsyncGenerator[Row | FileProblem, None]:
-        """The rows one at a time as the send pulls them, read in a thread (see ``in_thread``).
-
-        Raises:
-            ReadError, OSError, UnicodeDecodeError: the input cannot be read as rows.
-        """
-        return in_thread(self.rows())
 
 
 _T = TypeVar("_T")
@@ -252,45 +242,29 @@ async def in_thread(items: Generator[_T, None, None]) -> AsyncGenerator[_T, None
     (a stop, Ctrl-C, a 401) the process can end at once. A thread of ``asyncio.to_thread`` could
     not do that: ``asyncio.run`` and the interpreter wait for the executor's threads on exit.
     """
-    loop = asyncio.get_running_loop()
-    # Each pull is a future, answered with (item,), or None at the end, or the reading's error.
-    pulls: queue.SimpleQueue[asyncio.Future[tuple[_T] | None] | None] = queue.SimpleQueue()
-
-    def settle(
-        future: asyncio.Future[tuple[_T] | None], item: tuple[_T] | None, error: Exception | None
-    ) -> None:
-        if future.cancelled():
-            return
-        if error is None:
-            future.set_result(item)
-        else:
-            future.set_exception(error)
+    # Each pull is answered with (item,), or None at the end, or the reading's error.
+    pulls: queue.SimpleQueue[Future[tuple[_T] | None] | None] = queue.SimpleQueue()
 
     def read() -> None:
-        try:
-            while (future := pulls.get()) is not None:
-                item: tuple[_T] | None = None
-                error = None
+        with contextlib.closing(items):
+            while (pull := pulls.get()) is not None:
+                if not pull.set_running_or_notify_cancel():
+                    continue  # given up before it was read: nothing was taken from the input
                 try:
-                    item = (next(items),)
+                    pull.set_result((next(items),))
                 except StopIteration:
-                    pass
-                except Exception as exc:  # noqa: BLE001 - the puller raises it
-                    error = exc
-                loop.call_soon_threadsafe(settle, future, item, error)
-                if item is None:
+                    pull.set_result(None)
                     return
-        except RuntimeError:  # the loop was closed: nobody pulls any more
-            pass
-        finally:
-            items.close()
+                except Exception as exc:  # noqa: BLE001 - the puller raises it
+                    pull.set_exception(exc)
+                    return
 
     threading.Thread(target=read, name="whop-async input", daemon=True).start()
     try:
         while True:
-            future: asyncio.Future[tuple[_T] | None] = loop.create_future()
-            pulls.put(future)
-            if (pulled := await future) is None:
+            pull: Future[tuple[_T] | None] = Future()
+            pulls.put(pull)
+            if (pulled := await asyncio.wrap_future(pull)) is None:
                 return
             yield pulled[0]
     finally:

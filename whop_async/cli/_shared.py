@@ -88,18 +88,19 @@ class Output:
         """Show the library's log at INFO (``-v``) or DEBUG (``-vv``), the key redacted."""
         if verbosity <= 0:
             return
+
+        def redact(record: logging.LogRecord) -> bool:
+            message = record.getMessage()
+            if (redacted := self.redact(message)) != message:
+                record.msg, record.args = redacted, None
+            return True
+
         handler = logging.StreamHandler(self.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler.addFilter(self._redact_record)
+        handler.addFilter(redact)
         logger = logging.getLogger("whop_async")
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
-
-    def _redact_record(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if (redacted := self.redact(message)) != message:
-            record.msg, record.args = redacted, None
-        return True
 
 
 def api_key_from(args: argparse.Namespace) -> str | None:
@@ -128,18 +129,13 @@ def make_client(
             f"no API key: pass --api-key or set the {API_KEY_ENV} environment variable"
         )
     version: str | None = args.api_version
+    unpinned = version is not None and version.strip().lower() == "none"
     try:
         return AsyncWhop(
             key,
             base_url=args.base_url,
             app_id=args.app_id,
-            api_version=(
-                NOT_GIVEN
-                if version is None
-                else None
-                if version.strip().lower() == "none"
-                else version
-            ),
+            api_version=None if unpinned else NOT_GIVEN if version is None else version,
             proxy=args.proxy,
             timeout=args.timeout,
             rate_limit=rate_limit,
@@ -166,23 +162,22 @@ def best_rate(rate_limit: RateLimit | None, max_rate: float | None) -> float | N
 class BulkSend:
     """A send of many notifications as ``bulk`` and ``demo`` run it, through ``iter_notifications``.
 
-    It holds the progress display, the counters and the clock, sends at the pace the flags set,
-    and prints the closing table. Made inside the running loop, it takes over SIGINT and SIGTERM
-    (where the platform allows): the first sets the library's ``stop`` (no new request starts,
-    the ones sent finish and are recorded, the ones not sent end as ``BatchAbortedError``); the
-    second cancels the send, and the library reports each item in flight as
-    ``OutcomeUnknownError`` with its key, so that a re-run sends it again with the same key.
+    Made inside the running loop, it takes over SIGINT and SIGTERM (where the platform allows):
+    the first sets the library's ``stop`` (no new request starts, the ones sent finish, the ones
+    not sent end as ``BatchAbortedError``); the second cancels the send, and the library reports
+    each item in flight as ``OutcomeUnknownError`` with its key, so a re-run sends it again with
+    the same key.
     """
 
     def __init__(self, args: argparse.Namespace, output: Output) -> None:
         self.stop = asyncio.Event()
-        self.cancelled = False
         self.fatal: WhopError | None = None
         self.stats = BulkStats()
         self.elapsed = 0.0
         self.progress: Progress  # from the start of ``run``
         self._args = args
         self._output = output
+        self._cancelled = False
         task = asyncio.current_task()
         assert task is not None
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -190,15 +185,15 @@ class BulkSend:
                 asyncio.get_running_loop().add_signal_handler(signum, self._on_signal, task)
 
     def _on_signal(self, task: asyncio.Task[object]) -> None:
-        if not self.stop.is_set():
-            self.stop.set()
-            self._output.note(
-                "\nStopping: no new requests; waiting for the ones in flight "
-                "(press Ctrl-C again to abort them)."
-            )
-        else:
-            self.cancelled = True
+        if self.stop.is_set():
+            self._cancelled = True
             task.cancel()
+            return
+        self.stop.set()
+        self._output.note(
+            "\nStopping: no new requests; waiting for the ones in flight "
+            "(press Ctrl-C again to abort them)."
+        )
 
     async def run(
         self,
@@ -208,10 +203,10 @@ class BulkSend:
         *,
         total: int | None,
     ) -> None:
-        """Send the ``total`` ``items``, handing each outcome and how it ended to ``on_outcome``.
+        """Send ``items`` (``total`` of them, if known), handing each outcome to ``on_outcome``.
 
         The client and ``items`` are closed at the end. A 401 ends the send (it is in ``fatal``
-        then), and so does a second Ctrl-C; it is not the command's end.
+        then), and so does a second Ctrl-C; neither ends the command.
 
         Raises:
             UsageError: the library refused ``--concurrency`` or ``--max-rate``.
@@ -224,37 +219,34 @@ class BulkSend:
             self.progress.advance(ending)
             on_outcome(outcome, ending)
 
+        args = self._args
         self.progress = Progress(
             total=total,
             stream=self._output.stderr,
-            draw=not self._args.no_progress,
-            expected_rate=best_rate(self._args.rate_limit, self._args.max_rate),
+            draw=not args.no_progress,
+            expected_rate=best_rate(args.rate_limit, args.max_rate),
         )
         started = time.monotonic()
         try:
-            async with (
-                client,
-                contextlib.aclosing(items),
-                contextlib.aclosing(
-                    iter_notifications(
-                        client,
-                        items,
-                        concurrency=self._args.concurrency,
-                        max_rate=self._args.max_rate,
-                        stats=self.stats,
-                        stop=self.stop,
-                        on_result=on_result,  # told of the items in flight on a cancel, too
-                    )
-                ) as outcomes,
-            ):
-                async for _ in outcomes:
-                    pass
+            async with client, contextlib.aclosing(items):
+                outcomes = iter_notifications(
+                    client,
+                    items,
+                    concurrency=args.concurrency,
+                    max_rate=args.max_rate,
+                    stats=self.stats,
+                    stop=self.stop,
+                    on_result=on_result,  # told of the items in flight on a cancel, too
+                )
+                async with contextlib.aclosing(outcomes):
+                    async for _ in outcomes:
+                        pass
         except FATAL_ERRORS as exc:
             self.fatal = exc
         except InvalidParamsError as exc:  # the options; every item was checked before
             raise UsageError(str(exc)) from None
         except asyncio.CancelledError:
-            if not self.cancelled:
+            if not self._cancelled:
                 raise
             task = asyncio.current_task()
             if task is not None and sys.version_info >= (3, 11):
