@@ -5,6 +5,12 @@
   logger) at garbage-collection time, after the warning filters have had their say, so
   ``filterwarnings = error`` alone misses them: the guard collects garbage at teardown and
   fails on any such report.
+
+  A full collection scans the whole heap (every module the suite imports): ~75 ms, more than a
+  minute over the suite. So each test collects the young generations, where what it made and
+  dropped usually still is, and each module ends with one full collection: a leak that was
+  promoted before its test ended, or died later (a module fixture's), still fails the run,
+  naming the module.
 * Every test runs in asyncio debug mode.
 * Every ``whop_async`` log record is captured at DEBUG, and none may contain the API key.
 """
@@ -12,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import logging
@@ -49,6 +56,39 @@ def _mentions_unclosed(text: str) -> bool:
     return "unclosed" in text.lower()
 
 
+def _leaks(records: list[logging.LogRecord], handler_calls: list[str]) -> list[str]:
+    """The reports of resources left open among asyncio's records and the handler's calls."""
+    leaks = [
+        record.getMessage().splitlines()[0]
+        for record in records
+        if record.levelno >= logging.ERROR and _mentions_unclosed(record.getMessage())
+    ]
+    leaks += [message for message in handler_calls if _mentions_unclosed(message)]
+    return list(dict.fromkeys(leaks))
+
+
+@contextlib.contextmanager
+def _asyncio_records() -> Iterator[list[logging.LogRecord]]:
+    recorder = _Recorder()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(recorder)
+    try:
+        yield recorder.records
+    finally:
+        asyncio_logger.removeHandler(recorder)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fail_on_unclosed_resources_of_the_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Collect the whole heap once the module is done: a leak that died late still fails."""
+    yield
+    with _asyncio_records() as records:
+        gc.collect()
+    leaks = _leaks(records, [])
+    if leaks:
+        pytest.fail(f"resources left open by {request.node.name}: {leaks}", pytrace=False)
+
+
 @pytest.fixture
 def _handler_calls() -> list[str]:
     """The messages that reached the event loop's exception handler during the test."""
@@ -60,27 +100,12 @@ def _fail_on_unclosed_resources(
     request: pytest.FixtureRequest, _handler_calls: list[str]
 ) -> Iterator[None]:
     """Fail the test if garbage collection finds an aiohttp session or connector left open."""
-    recorder = _Recorder()
-    asyncio_logger = logging.getLogger("asyncio")
-    asyncio_logger.addHandler(recorder)
-    handler_calls = _handler_calls
-    try:
+    with _asyncio_records() as records:
         if inspect.iscoroutinefunction(request.function):
             request.getfixturevalue("_loop_guard")
         yield
-        gc.collect()
-        # What survived is live: freeze it, so the next test's collection scans only its own
-        # objects (a full collection of the whole heap costs ~40 ms per test).
-        gc.freeze()
-    finally:
-        asyncio_logger.removeHandler(recorder)
-    leaks = [
-        record.getMessage().splitlines()[0]
-        for record in recorder.records
-        if record.levelno >= logging.ERROR and _mentions_unclosed(record.getMessage())
-    ]
-    leaks += [message for message in handler_calls if _mentions_unclosed(message)]
-    leaks = list(dict.fromkeys(leaks))
+        gc.collect(1)  # the young generations: see above
+    leaks = _leaks(records, _handler_calls)
     if leaks:
         pytest.fail(f"resources left open: {leaks}", pytrace=False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,12 +23,14 @@ from whop_async import (
     PermissionDeniedError,
     RateLimit,
     RateLimitError,
+    RateLimitWaitEvent,
     UnprocessableEntityError,
+    WhopEvent,
     gather_notifications,
     iter_notifications,
 )
 from whop_async._ratelimit import MIN_RATE_LIMIT_PAUSE
-from whop_async.testing import Fault, ScriptedResponse, WhopEmulator
+from whop_async.testing import FakeClock, Fault, ScriptedResponse, WhopEmulator
 
 
 def item(index: int, **extra: Any) -> dict[str, Any]:
@@ -41,20 +43,26 @@ def items(count: int) -> Iterator[dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def emulator_and_client(
-    **emulator_options: Any,
+    client_options: dict[str, Any] | None = None, **emulator_options: Any
 ) -> AsyncIterator[tuple[WhopEmulator, AsyncWhop]]:
     """An emulator and a client that both allow far more than these tests send, unless told."""
     emulator_options.setdefault("rate_limit", None)
+    limit = RateLimit(10_000, per=1.0)
+    options: dict[str, Any] = {"backoff": Backoff.instant(), "rate_limit": limit}
+    options.update(client_options or {})
     async with (
         WhopEmulator(**emulator_options) as server,
-        AsyncWhop(
-            server.api_key,
-            base_url=server.base_url,
-            backoff=Backoff.instant(),
-            rate_limit=RateLimit(10_000, per=1.0),
-        ) as client,
+        AsyncWhop(server.api_key, base_url=server.base_url, **options) as client,
     ):
         yield server, client
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds instead of hanging."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
 
 
 def leftover_client_tasks() -> list[asyncio.Task[Any]]:
@@ -234,25 +242,23 @@ async def test_a_403_fails_its_audience_and_the_other_audiences_go_on() -> None:
 
 
 async def test_cancelling_a_bulk_send_stops_everything_and_the_client_stays_usable() -> None:
-    async with emulator_and_client(response_delay=0.5) as (server, client):
+    async with emulator_and_client({"connection_limit": 10}) as (server, client):
+        server.script(*[ScriptedResponse(fault=Fault.HANG)] * 10)
         task = asyncio.ensure_future(gather_notifications(client, items(100), concurrency=10))
-        while server.in_flight < 10:
-            await asyncio.sleep(0.01)
+        await until(lambda: server.in_flight == 10)
         assert len(leftover_client_tasks()) == 11  # the batch and its ten workers
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
         assert leftover_client_tasks() == []
-        assert client.session is not None
-        connector = client.session.connector
-        assert connector is not None
-        assert not connector._acquired  # every connection went back to the pool or was closed
         assert server.request_count == 10
-
-        server.response_delay = 0
-        response = await client.notifications.create(company_id="biz_1", title="t", content="c")
-        assert response.success
+        # Every connection went back to the pool or was closed: ten new calls find ten free
+        # at once (the ten hung requests are still at the server beside them).
+        server.response_delay = 0.1
+        again = gather_notifications(client, items(10), concurrency=10)
+        assert len(await asyncio.wait_for(again, 5.0)) == 10
+        assert server.peak_in_flight == 20
 
 
 async def test_a_client_that_overestimates_the_limit_learns_it_and_loses_nothing() -> None:
@@ -297,7 +303,8 @@ async def test_a_429_does_not_use_the_items_retry_budget() -> None:
 
 
 async def test_each_items_rate_limit_wait_is_bounded() -> None:
-    async with emulator_and_client() as (server, client):
+    clock = FakeClock(auto_advance=True)
+    async with emulator_and_client({"clock": clock}) as (server, client):
         server.fail_next(50, status=429)
         client_no_retry = client.with_options(max_retries=0)
         stats = BulkStats()
@@ -312,20 +319,21 @@ async def test_each_items_rate_limit_wait_is_bounded() -> None:
     assert isinstance(results[0], RateLimitError)
     # Four waits of the minimum pause fit in 0.2 s; the fifth 429 uses the (absent) retry.
     assert server.request_count == 5
-    assert stats.rate_limit_wait == pytest.approx(5 * MIN_RATE_LIMIT_PAUSE, abs=0.02)
+    assert clock.slept == [MIN_RATE_LIMIT_PAUSE] * 4
+    assert stats.rate_limit_wait == pytest.approx(5 * MIN_RATE_LIMIT_PAUSE)
 
 
 async def test_max_rate_paces_the_whole_batch(whop_emulator: WhopEmulator) -> None:
-    loop = asyncio.get_running_loop()
+    clock = FakeClock(auto_advance=True)
     async with AsyncWhop(
-        whop_emulator.api_key, base_url=whop_emulator.base_url, rate_limit=None
+        whop_emulator.api_key, base_url=whop_emulator.base_url, rate_limit=None, clock=clock
     ) as client:
-        started = loop.time()
         await gather_notifications(client, items(41), concurrency=8, max_rate=100)
-        elapsed = loop.time() - started
 
-    # The 41st request may not start before 40 intervals of 1/100 s have passed.
-    assert elapsed >= 40 / 100
+    # Eight workers, one pace: each start after the first waited its interval of 1/100 s, so
+    # the 41st started 40 intervals after the first.
+    assert clock.slept == pytest.approx([1 / 100] * 40)
+    assert clock.now() == pytest.approx(40 / 100)
     assert whop_emulator.request_count == 41
 
 
@@ -429,19 +437,21 @@ async def test_items_must_be_iterable_and_each_item_a_mapping_or_params(
 async def test_an_early_429_does_not_slow_the_rest_of_the_batch() -> None:
     # One 429 after ten quick successes: the pace it sets must reflect ten successes in a few
     # milliseconds, not ten in a whole second.
-    async with emulator_and_client() as (server, client):
+    events: list[WhopEvent] = []
+    async with emulator_and_client({"on_event": events.append}) as (server, client):
         server.script(
             *[ScriptedResponse() for _ in range(10)],
             ScriptedResponse(status=429, body={}, headers={"Retry-After": "0"}),
         )
         stats = BulkStats()
-        started = asyncio.get_running_loop().time()
-        await gather_notifications(client, items(300), concurrency=4, stats=stats)
-        elapsed = asyncio.get_running_loop().time() - started
+        send = gather_notifications(client, items(300), concurrency=4, stats=stats)
+        await asyncio.wait_for(send, timeout=30)  # ten per second would take 30 s
 
     assert stats.rate_limited == 1
     assert stats.send_rate is None or stats.send_rate > 100  # not the ~9/s of ten per second
-    assert elapsed < 5
+    # Held back only by the 429's own pause, never by a pace the limiter took from it.
+    waits = {event.kind for event in events if isinstance(event, RateLimitWaitEvent)}
+    assert waits <= {"pause"}
 
 
 async def test_stray_429s_pause_the_batch_and_cost_no_item() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Callable, Iterator
 
@@ -26,6 +25,20 @@ MakeClient = Callable[..., AsyncWhop]
 SEND = {"company_id": "biz_1", "title": "Hi", "content": "Hello"}
 
 
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds instead of hanging."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def turns_of_the_loop(turns: int = 20) -> None:
+    """Let every task that can run without I/O do so until it waits (no time passes)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("WHOP_API_KEY", "WHOP_BASE_URL", "WHOP_APP_ID"):
@@ -42,14 +55,6 @@ def test_a_blank_key_counts_as_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(WhopError, match="WHOP_API_KEY"):
         AsyncWhop()
-
-
-@pytest.mark.parametrize("api_key", ["key\r\nX-Evil: 1", "clé"])
-def test_a_key_that_would_break_the_header_is_refused(api_key: str) -> None:
-    with pytest.raises(InvalidParamsError, match="api_key") as caught:
-        AsyncWhop(api_key)
-
-    assert api_key not in str(caught.value)
 
 
 def test_defaults_without_any_environment() -> None:
@@ -130,25 +135,6 @@ def test_bad_settings_are_refused_at_construction(options: dict[str, object], fi
 
 def test_no_timeout_is_allowed() -> None:
     assert AsyncWhop("sk_1", timeout=None).timeout is None
-
-
-@pytest.mark.parametrize(
-    ("base_url", "warned"),
-    [
-        ("http://api.example.com/v1", True),
-        ("http://localhost:8080", False),
-        ("http://[::1]:8080", False),
-        ("https://api.example.com", False),
-    ],
-)
-def test_plain_http_to_a_remote_host_is_warned_about(
-    base_url: str, warned: bool, whop_logs: list[logging.LogRecord]
-) -> None:
-    AsyncWhop("sk_1", base_url=base_url)
-
-    warnings = [r for r in whop_logs if r.levelno == logging.WARNING]
-    assert bool(warnings) is warned
-    assert all("unencrypted" in r.getMessage() for r in warnings)
 
 
 @pytest.fixture
@@ -294,8 +280,7 @@ async def test_a_client_closed_mid_request_reports_it(
     client = make_client(max_retries=2)
     whop_emulator.script(ScriptedResponse(fault=Fault.HANG))
     sending = asyncio.create_task(client.notifications.create(**SEND))
-    while whop_emulator.in_flight == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: whop_emulator.in_flight == 1)
 
     await client.close()
 
@@ -448,10 +433,9 @@ async def test_a_call_waiting_for_a_connection_when_the_client_closes_is_told_so
     client = make_client(connection_limit=1, max_retries=0)
     whop_emulator.script(ScriptedResponse(fault=Fault.HANG))
     first = asyncio.create_task(client.notifications.create(**SEND))
-    while whop_emulator.in_flight == 0:
-        await asyncio.sleep(0.005)
+    await until(lambda: whop_emulator.in_flight == 1)
     waiting = asyncio.create_task(client.notifications.create(**SEND))
-    await asyncio.sleep(0.02)
+    await turns_of_the_loop()  # no I/O stands between the call and the pool's queue
 
     await client.close()
 

@@ -13,9 +13,8 @@ import contextlib
 import inspect
 import json
 import re
-import time
 import typing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -47,6 +46,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def url(emulator: WhopEmulator) -> str:
     return f"{emulator.base_url}/notifications"
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds instead of hanging."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
 
 
 async def post(
@@ -383,12 +390,10 @@ async def test_a_retry_while_the_first_is_being_handled_is_told_it_is_in_progres
     headers = {**AUTH, "Idempotency-Key": "k-slow"}
     async with WhopEmulator(response_delay=0.3) as server:
         first = asyncio.create_task(post(http, server, headers=headers))
-        while server.request_count < 1:  # the first is in, and waiting out response_delay
-            await asyncio.sleep(0.005)
+        await until(lambda: server.request_count == 1)  # in, and waiting out response_delay
 
-        started = time.monotonic()
         during = await post(http, server, headers=headers)
-        answered_in = time.monotonic() - started
+        answered_before_the_first = not first.done()
         again = await post(http, server, headers=headers)
         other_body = await post(http, server, {**VALID, "title": "Other"}, headers=headers)
         assert server.in_flight == 1  # all the while, the first was still being handled
@@ -396,7 +401,7 @@ async def test_a_retry_while_the_first_is_being_handled_is_told_it_is_in_progres
         after = await post(http, server, headers=headers)
 
     assert (during[0], during[2]["error"]["code"]) == (409, "idempotency_request_in_progress")
-    assert answered_in < 0.2  # at once, not after the first one's delay
+    assert answered_before_the_first  # at once, not after the first one's delay
     assert again[0] == 409
     assert (other_body[0], other_body[2]["error"]["code"]) == (400, "idempotency_key_mismatch")
     assert done[0] == 200
@@ -410,8 +415,7 @@ async def test_reset_while_a_key_is_held_lets_it_go(http: aiohttp.ClientSession)
     headers = {**AUTH, "Idempotency-Key": "k-reset"}
     async with WhopEmulator(response_delay=0.2) as server:
         first = asyncio.create_task(post(http, server, headers=headers))
-        while server.request_count < 1:
-            await asyncio.sleep(0.005)
+        await until(lambda: server.request_count == 1)
         server.reset()
         server.response_delay = 0
         during = await post(http, server, headers=headers)  # a fresh key: handled at once
@@ -599,21 +603,32 @@ async def test_a_scripted_delay_holds_the_answer_back(
     http: aiohttp.ClientSession, whop_emulator: WhopEmulator
 ) -> None:
     whop_emulator.script(ScriptedResponse(delay=0.2))
-    started = time.monotonic()
+    held = asyncio.create_task(post(http, whop_emulator, {**VALID, "title": "held"}))
+    await until(lambda: whop_emulator.in_flight == 1)
 
-    status, _, _ = await post(http, whop_emulator)
+    status, _, _ = await post(http, whop_emulator, {**VALID, "title": "next"})
+    overtaken = not held.done()
+    held_status, _, _ = await held
 
-    assert status == 200
-    assert time.monotonic() - started >= 0.19
+    assert (held_status, status) == (200, 200)
+    assert [json.loads(request.body)["title"] for request in whop_emulator.requests] == [
+        "held",
+        "next",
+    ]
+    assert overtaken  # it came in first and was answered last
 
 
 async def test_a_healthy_but_slow_server(http: aiohttp.ClientSession) -> None:
     async with WhopEmulator(response_delay=0.15) as server:
-        started = time.monotonic()
-        status, _, _ = await post(http, server)
+        sending = asyncio.create_task(post(http, server))
+        await until(lambda: server.in_flight == 1)
+        stored_while_held = len(server.notifications)
+        status, _, _ = await sending
 
     assert status == 200
-    assert time.monotonic() - started >= 0.14
+    assert stored_while_held == 0  # handled only once the delay was over
+    assert len(server.notifications) == 1
+    assert server.in_flight == 0
 
 
 @pytest.mark.parametrize(("fault", "stored"), [(Fault.DROP, 0), (Fault.ACCEPT_THEN_DROP, 1)])
@@ -649,14 +664,13 @@ async def test_stopping_releases_a_hanging_handler_at_once(http: aiohttp.ClientS
     await server.start()
     server.script(ScriptedResponse(fault=Fault.HANG))
     sending = asyncio.create_task(post(http, server))
-    while server.in_flight == 0:
-        await asyncio.sleep(0.005)
-    started = time.monotonic()
+    await until(lambda: server.in_flight == 1)
 
-    await server.stop()
+    # Released, not cancelled: it returns before the 0.5 s in which aiohttp would cancel it.
+    await asyncio.wait_for(server.stop(), timeout=0.4)
     await server.stop()
 
-    assert time.monotonic() - started < 1.0
+    assert server.in_flight == 0
     with pytest.raises(aiohttp.ClientError):
         await sending
 
@@ -679,12 +693,18 @@ async def test_a_slow_body_arrives_whole_one_byte_at_a_time(
     http: aiohttp.ClientSession, whop_emulator: WhopEmulator
 ) -> None:
     whop_emulator.script(ScriptedResponse(body=b"12345", fault=Fault.SLOW_BODY, delay=0.03))
-    started = time.monotonic()
+    loop = asyncio.get_running_loop()
 
-    status, _, body = await post(http, whop_emulator)
+    started = loop.time()
+    async with http.post(url(whop_emulator), json=VALID, headers=AUTH) as response:
+        chunks = [chunk async for chunk in response.content.iter_any()]
+    took = loop.time() - started
 
-    assert (status, body) == (200, 12345)
-    assert time.monotonic() - started >= 0.1  # five pauses of 0.03 s, give or take a tick
+    assert response.status == 200
+    assert b"".join(chunks) == b"12345"
+    assert len(chunks) > 1  # in pieces, not all at once
+    # The emulator's own pauses are the behaviour under test: five of 0.03 s, give or take.
+    assert took >= 0.1
 
 
 async def test_by_default_it_enforces_whops_documented_limit() -> None:

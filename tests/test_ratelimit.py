@@ -21,6 +21,7 @@ from whop_async import (
     Unlimited,
     gather_notifications,
 )
+from whop_async._ratelimit import MIN_RATE_LIMIT_PAUSE, safe_window
 from whop_async.testing import FakeClock, ScriptedResponse, WhopEmulator
 
 MakeClient = Callable[..., AsyncWhop]
@@ -28,8 +29,17 @@ SEND: dict[str, Any] = {"account_id": "biz_1", "title": "Hi", "content": "Hello"
 OPERATION = "POST /notifications"
 
 
-def arrivals(server: WhopEmulator) -> list[float]:
-    return [request.received_at for request in server.requests]
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds instead of hanging."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+def keys(server: WhopEmulator) -> list[str]:
+    """The ``Idempotency-Key`` of each request the server received, in arrival order."""
+    return [request.headers["Idempotency-Key"] for request in server.requests]
 
 
 def rate_limited_body(seconds: int) -> dict[str, Any]:
@@ -98,15 +108,13 @@ async def test_single_calls_never_exceed_the_limit_at_the_server(
 ) -> None:
     limit = RateLimit(4, per=0.4)
     client = make_client(rate_limit=limit)
-    loop = asyncio.get_running_loop()
 
-    started = loop.time()
     for _ in range(10):
         await client.notifications.create(**SEND)
 
+    # At most 4 of the 10 in any 0.4 s the server saw: the 5th and the 9th waited a window.
     assert len(whop_emulator.notifications) == 10
     assert whop_emulator.busiest_window(limit.per) <= limit.requests
-    assert loop.time() - started >= 2 * limit.per  # the 9th waits for the second window
 
 
 async def test_a_bulk_send_and_single_calls_share_one_budget(
@@ -155,17 +163,26 @@ async def test_waiting_for_the_limiter_is_not_part_of_an_attempts_timeout(
 async def test_a_call_waiting_for_the_limiter_can_be_cancelled(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
-    client = make_client(rate_limit=RateLimit(1, per=0.3))
+    clock = FakeClock()
+    window = safe_window(0.3)
+    client = make_client(rate_limit=RateLimit(1, per=0.3), clock=clock)
     await client.notifications.create(**SEND)
 
     waiting = asyncio.ensure_future(client.notifications.create(**SEND))
-    await asyncio.sleep(0.05)
+    await until(lambda: clock.sleepers == pytest.approx([window]))
+    await clock.advance(0.2)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    # The cancelled call took no slot and left nothing held: the next one goes in its turn.
-    await asyncio.wait_for(client.notifications.create(**SEND), timeout=2)
+    after = asyncio.ensure_future(client.notifications.create(**SEND))
+    await until(lambda: len(clock.sleepers) == 1)
 
+    # The cancelled call took no slot and left nothing held: the next one waits only for what
+    # is left of the first one's window (a slot taken at 0.2 s would make it wait 0.35 s).
+    assert clock.sleepers == pytest.approx([window - 0.2])
+    assert whop_emulator.request_count == 1
+    await clock.advance(window - 0.2)
+    await asyncio.wait_for(after, timeout=5)
     assert whop_emulator.request_count == 2
 
 
@@ -183,63 +200,69 @@ async def test_no_rate_limit_sends_everything_at_once(make_client: MakeClient) -
 async def test_a_single_call_waits_as_long_as_the_message_says_and_succeeds(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
-    client = make_client(backoff=Backoff(jitter=0), max_retries=0)
+    clock = FakeClock(auto_advance=True)
+    client = make_client(backoff=Backoff(jitter=0), max_retries=0, clock=clock)
     whop_emulator.fail_next(1, status=429, body=rate_limited_body(1))
 
     response = await client.notifications.create(**SEND)
 
     assert response.success
-    first, retry = arrivals(whop_emulator)
-    assert retry - first >= 0.95  # the message's second, not the 0.5 s backoff
-    assert retry - first < 3
+    assert clock.slept == [1.0]  # the message's second, not the 0.5 s backoff
+    first, retry = keys(whop_emulator)
+    assert first == retry
+    assert whop_emulator.status_counts == {429: 1, 200: 1}
 
 
 async def test_a_retry_after_header_wins_over_the_message(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
-    client = make_client(backoff=Backoff(jitter=0), max_retries=0)
+    clock = FakeClock(auto_advance=True)
+    client = make_client(backoff=Backoff(jitter=0), max_retries=0, clock=clock)
     whop_emulator.fail_next(
         1, status=429, body=rate_limited_body(5), headers={"retry-after-ms": "100"}
     )
 
     await client.notifications.create(**SEND)
 
-    first, retry = arrivals(whop_emulator)
-    assert 0.09 <= retry - first < 1
+    assert clock.slept == [0.1]
+    assert whop_emulator.status_counts == {429: 1, 200: 1}
 
 
 async def test_the_wait_in_the_message_is_capped(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
-    client = make_client(backoff=Backoff(jitter=0, max_retry_after=0.2), max_retries=0)
+    clock = FakeClock(auto_advance=True)
+    client = make_client(backoff=Backoff(jitter=0, max_retry_after=0.2), max_retries=0, clock=clock)
     whop_emulator.fail_next(1, status=429, body=rate_limited_body(3600))
 
-    await asyncio.wait_for(client.notifications.create(**SEND), timeout=3)
+    await client.notifications.create(**SEND)
 
-    first, retry = arrivals(whop_emulator)
-    assert 0.19 <= retry - first < 1
+    assert clock.slept == [0.2]
+    assert whop_emulator.status_counts == {429: 1, 200: 1}
 
 
 async def test_a_429_pauses_every_call_of_the_client(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
-    client = make_client(backoff=Backoff(jitter=0), rate_limit=RateLimit(1000, per=1.0))
+    clock = FakeClock()
+    client = make_client(
+        backoff=Backoff(jitter=0), rate_limit=RateLimit(1000, per=1.0), clock=clock
+    )
     whop_emulator.fail_next(1, status=429, body=rate_limited_body(1))
 
-    await client.notifications.create(**SEND)  # meets the 429, waits 1 s, succeeds
-    assert len(whop_emulator.notifications) == 1
-    rate_limited_at = arrivals(whop_emulator)[0]
-    whop_emulator.fail_next(1, status=429, body=rate_limited_body(1))
     first = asyncio.ensure_future(client.notifications.create(**SEND))
-    while whop_emulator.request_count < 3:
-        await asyncio.sleep(0.01)
-    second_started = asyncio.get_running_loop().time()
-    await asyncio.gather(first, client.notifications.create(**SEND))
+    await until(lambda: clock.sleepers == [1.0])  # met the 429: waits the second it asked for
+    other = asyncio.ensure_future(client.notifications.create(**SEND))
+    await until(lambda: len(clock.sleepers) == 2)
 
-    # The other call, started during the pause, reached the server only when it was over.
-    assert asyncio.get_running_loop().time() - second_started >= 0.9
-    assert rate_limited_at < arrivals(whop_emulator)[-1]
-    assert len(whop_emulator.notifications) == 3
+    # The other call, started during the pause, waits it out before reaching the server.
+    assert clock.sleepers == [1.0, 1.0]
+    assert whop_emulator.request_count == 1
+    await clock.advance(1.0)
+    await asyncio.wait_for(asyncio.gather(first, other), timeout=5)
+    assert whop_emulator.status_counts == {429: 1, 200: 2}
+    assert keys(whop_emulator)[0] in keys(whop_emulator)[1:]  # the first call's retry
+    assert len(whop_emulator.notifications) == 2
 
 
 async def test_a_server_answering_only_429s_gets_a_handful_of_requests_a_minute(
@@ -265,13 +288,15 @@ async def test_a_server_answering_only_429s_gets_a_handful_of_requests_a_minute(
 async def test_429s_stop_failing_calls_only_past_the_wait_bound(
     make_client: MakeClient, whop_emulator: WhopEmulator
 ) -> None:
-    client = make_client(max_retries=0, max_rate_limit_wait=0.12)
+    clock = FakeClock(auto_advance=True)
+    client = make_client(max_retries=0, max_rate_limit_wait=0.12, clock=clock)
     whop_emulator.fail_next(10, status=429, body={"error": {"type": "rate_limit_exceeded"}})
 
     with pytest.raises(RateLimitError) as caught:
         await client.notifications.create(**SEND)
 
     # Two minimum pauses (0.05 s) fit in 0.12 s; the third 429 needs a retry there is not.
+    assert clock.slept == [MIN_RATE_LIMIT_PAUSE] * 2
     assert whop_emulator.request_count == 3
     assert (caught.value.type, caught.value.code) == ("rate_limit_exceeded", None)
 
