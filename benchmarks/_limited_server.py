@@ -38,18 +38,24 @@ def _key(headers: Any) -> str | None:
     return None
 
 
-def report(server: WhopEmulator) -> dict[str, Any]:
-    """What the server saw: each request's arrival and answer, and what it stored."""
+def request_timeline(server: WhopEmulator) -> list[tuple[float, int]]:
+    """Each ``POST /notifications`` as ``(received_at, status)``, the status recovered from the
+    idempotency keys as the module's docstring says (also used by ``shared_limit.py``)."""
     requests = [
         (request.received_at, _key(request.headers))
         for request in server.requests
         if request.method == "POST" and request.path == NOTIFICATIONS_PATH
     ]
     last_of_key = {key: index for index, (_, key) in enumerate(requests)}
-    timeline = [
+    return [
         (received_at, 200 if last_of_key[key] == index else 429)
         for index, (received_at, key) in enumerate(requests)
     ]
+
+
+def report(server: WhopEmulator) -> dict[str, Any]:
+    """What the server saw: each request's arrival and answer, and what it stored."""
+    timeline = request_timeline(server)
     stored_keys = server.idempotency_keys()
     answers = {str(label): count for label, count in server.status_counts.items()}
     recovered_429s = sum(status == 429 for _, status in timeline)

@@ -14,11 +14,14 @@ Against a ``WhopEmulator`` limiting as Whop documents, time-scaled to 60 request
   per 60 s, against the server's 60 per 6 s: a tenth of the window, the same rate. The four
   processes must learn the server's budget from its 429s, together, through Redis.
 
-Prints a Markdown report and PASS/FAIL per target; writes the runs to
-``results/shared_limit.json``. Needs ``redis-server`` on PATH and the ``redis`` and ``taskiq``
-extras::
+Prints a Markdown report and PASS/FAIL per target; writes the runs, with every request the
+server saw and its answer, to ``results/shared_limit.json``. ``--charts DIRECTORY`` also draws
+(a) without and with the shared limiter, as the server saw them, to
+``scaling-local-limiters.svg`` and ``scaling-shared-limiter.svg`` (needs matplotlib). Needs
+``redis-server`` on PATH and the ``redis`` and ``taskiq`` extras::
 
     python benchmarks/shared_limit.py [--only a b c] [--windows fixed sliding] [--check]
+                                      [--charts DIRECTORY]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import shutil
@@ -40,6 +44,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from _limited_server import request_timeline
 
 from whop_async import AsyncWhop, RateLimit, gather_notifications
 from whop_async.redis import RedisRateLimiter
@@ -134,19 +140,28 @@ def server_figures(server: WhopEmulator, count: int) -> Run:
     stored = len(server.notifications)
     keys = server.idempotency_keys()
     rate_limited = server.status_counts.get(429, 0)
-    span = max(arrivals) - min(arrivals) if arrivals else 0.0
+    first = min(arrivals, default=0.0)
+    span = max(arrivals) - first if arrivals else 0.0
+    replayed = server.request_count - rate_limited - stored
+    # Statuses recovered from the keys: a replayed request makes the first 200 of its key look
+    # like a 429 (part (b) only, when a kill catches a send that was not acknowledged).
+    timeline = request_timeline(server)
+    if sum(status == 429 for _, status in timeline) != rate_limited + replayed:
+        progress("warning: the 429s recovered from the keys do not match the server's count")
     return {
         "requests": server.request_count,
         "rate_limited": rate_limited,
         "share_429": rate_limited / server.request_count if server.request_count else 0.0,
         "stored": stored,
         "distinct_keys": len(set(keys)),
-        "replayed": server.request_count - rate_limited - stored,
+        "replayed": replayed,
         "delivered_once": stored == count and len(set(keys)) == count and None not in keys,
         "span_s": span,
         # The windows the send used: a perfect client fills every one, 1.0x.
         "rate_ratio": stored / (span + LIMIT.per) / LIMIT.rate if arrivals else 0.0,
         "most_in_window": most_in_any_window(arrivals, LIMIT.per),
+        # (seconds since the first request, status) per request, for the charts
+        "server_requests": [(at - first, status) for at, status in timeline],
     }
 
 
@@ -401,6 +416,45 @@ def report(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+#: The charts: (file name, limiter of the part (a) run, title).
+CHARTS = (
+    (
+        "scaling-local-limiters",
+        "LocalRateLimiter per process",
+        "4 processes, each its own limit of 60 per 6 s",
+    ),
+    (
+        "scaling-shared-limiter",
+        "RedisRateLimiter (shared)",
+        "4 processes sharing a RedisRateLimiter",
+    ),
+)
+
+
+def draw_charts(runs: Sequence[Run], directory: Path) -> list[Path]:
+    """Draw the (a) runs of ``CHARTS`` as the server saw them (the sliding window's when there
+    is one: any 6 s of it holds at most 60 accepted requests, whatever the bins), to
+    ``directory``."""
+    import _charts
+
+    charts = []
+    for name, limiter, title in CHARTS:
+        chosen = [run for run in runs if run["part"] == "a" and run["limiter"] == limiter]
+        chosen.sort(key=lambda run: run["window"] != "sliding")
+        if chosen:
+            charts.append(
+                _charts.Chart(
+                    name=name,
+                    title=f"{title}, {chosen[0]['window']} window",
+                    requests=chosen[0]["server_requests"],
+                    allowed_rate=LIMIT.rate,
+                    allowed_label=f"allowed: {LIMIT.requests} per {LIMIT.per:g} s",
+                    bin_s=LIMIT.per,
+                )
+            )
+    return _charts.write_charts(charts, directory)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
@@ -419,7 +473,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--windows", nargs="+", choices=["fixed", "sliding"])
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "shared_limit.json")
+    parser.add_argument("--charts", type=Path, metavar="DIRECTORY", help="draw SVG charts there")
     args = parser.parse_args(argv)
+    if args.charts and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--charts needs matplotlib: pip install -r benchmarks/requirements.txt")
     args.windows = args.windows or ["fixed", "sliding"]
     return args
 
@@ -457,6 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output.write_text(
         json.dumps({"at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "runs": runs})
     )
+    if args.charts:
+        for path in draw_charts(runs, args.charts):
+            progress(f"chart written to {path}")
     missed = [name for run in runs for name, met in targets(run) if not met]
     return 1 if args.check and missed else 0
 
