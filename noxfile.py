@@ -115,13 +115,21 @@ def soak(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def ratelimits(session: nox.Session) -> None:
-    """Whop's documented rate limit, emulated: 429s, failures, pace (6 minutes; --quick: 4)."""
-    session.install(".")
-    session.run("python", "benchmarks/rate_limits.py", *session.posargs)
+    """Whop's documented rate limit, emulated: 429s, failures, pace (6 minutes; --quick: 4).
+
+    Also redraws the charts of docs/rate-limits.md (docs/images/rate-limits-*.svg).
+    """
+    session.install(".", "-r", "benchmarks/requirements.txt")
+    charts = ["--charts", "docs/images"]
+    session.run("python", "benchmarks/rate_limits.py", *charts, *session.posargs)
 
 
 @nox.session(python=DEFAULT_PYTHON)
 def scaling(session: nox.Session) -> None:
-    """Many processes, one key: a shared RedisRateLimiter and taskiq workers (~4 minutes)."""
-    session.install(".[redis,taskiq]")
-    session.run("python", "benchmarks/shared_limit.py", *session.posargs)
+    """Many processes, one key: a shared RedisRateLimiter and taskiq workers (~4 minutes).
+
+    Also redraws the charts of docs/scaling.md (docs/images/scaling-*.svg).
+    """
+    session.install(".[redis,taskiq]", "-r", "benchmarks/requirements.txt")
+    charts = ["--charts", "docs/images"]
+    session.run("python", "benchmarks/shared_limit.py", *charts, *session.posargs)

@@ -14,9 +14,13 @@ its message), with a fixed or a sliding window, and sends to it from this proces
 (a) and (b) are also run with ``rate_limit=None``, the behaviour before the client had a
 limiter, for contrast. Prints a Markdown table per scenario and PASS/FAIL per target; writes
 every run, with its 429 timeline and the limiter's pacing, to ``results/rate_limits.json``.
+``--charts DIRECTORY`` also draws (a) and (b) with the client's limiter, as the server saw
+them, to ``rate-limits-matched.svg`` and ``rate-limits-default-vs-lower.svg`` (needs
+matplotlib).
 
     python benchmarks/rate_limits.py [--quick] [--only a b c d] [--windows fixed sliding]
                                      [--timeline] [--check] [--output PATH]
+                                     [--charts DIRECTORY]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import asyncio
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import platform
 import subprocess
@@ -181,7 +186,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeline", action="store_true", help="print every run's timeline")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "rate_limits.json")
+    parser.add_argument("--charts", type=Path, metavar="DIRECTORY", help="draw SVG charts there")
     args = parser.parse_args(argv)
+    if args.charts and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--charts needs matplotlib: pip install -r benchmarks/requirements.txt")
     args.windows = args.windows or ["fixed", "sliding"]
     if args.only is None:
         args.only = [s.name for s in SCENARIOS if not (args.quick and s.full_only)]
@@ -443,6 +451,46 @@ def timeline_table(run: Run, per: float) -> str:
     return markdown_table(header, rows)
 
 
+#: The charts: (file name, scenario, client setting, title).
+CHARTS = (
+    ("rate-limits-matched", "a", MATCHING, "(a) client limit = server limit, 60 per 6 s"),
+    (
+        "rate-limits-default-vs-lower",
+        "b",
+        DEFAULT,
+        "(b) default client (600 per 60 s), server 60 per 6 s",
+    ),
+)
+
+
+def draw_charts(runs: Sequence[Run], directory: Path) -> list[Path]:
+    """Draw the runs of ``CHARTS`` as the server saw them (the sliding window's when there is
+    one: any 6 s of it holds at most 60 accepted requests, whatever the bins), to ``directory``.
+    """
+    import _charts
+
+    charts = []
+    for name, scenario, setting, title in CHARTS:
+        chosen = [r for r in runs if r["scenario"] == scenario and r["client"] == setting]
+        chosen.sort(key=lambda run: run["window"] != "sliding")
+        if not chosen:
+            continue
+        run = chosen[0]
+        first = run["server_requests"][0][0]
+        allowed = round(run["allowed_rate"] * run["per"])
+        charts.append(
+            _charts.Chart(
+                name=name,
+                title=f"{title}, {run['window']} window",
+                requests=[(at - first, status) for at, status in run["server_requests"]],
+                allowed_rate=run["allowed_rate"],
+                allowed_label=f"allowed: {allowed} per {run['per']:g} s",
+                bin_s=run["per"],
+            )
+        )
+    return _charts.write_charts(charts, directory)
+
+
 def versions() -> dict[str, str]:
     """Versions of the interpreter and of the packages under test."""
     found = {"python": platform.python_version()}
@@ -502,6 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.output.write_text(json.dumps(report, indent=1) + "\n")
     progress(f"raw numbers written to {args.output}")
+    if args.charts:
+        for path in draw_charts(all_runs, args.charts):
+            progress(f"chart written to {path}")
     missed = any(not target["met"] for run in all_runs for target in run["targets"])
     return 1 if args.check and missed else 0
 
