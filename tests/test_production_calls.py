@@ -16,8 +16,11 @@ from whop_async import (
     Backoff,
     BadRequestError,
     InvalidParamsError,
+    NotificationCreateParams,
     NotificationCreateResponse,
     UnprocessableEntityError,
+    gather_notifications,
+    iter_notifications,
 )
 from whop_async.testing import RELEASED_API_VERSIONS, WhopEmulator
 
@@ -182,6 +185,79 @@ async def test_an_extra_field_whop_does_not_know_is_whops_to_refuse(
 
     assert json.loads(whop_emulator.requests[0].body)["priority"] == "high"
     assert caught.value.param == "priority" or "priority" in caught.value.message
+
+
+async def test_bulk_items_carry_their_own_extra_headers_and_body(
+    make_client: MakeClient, whop_emulator: WhopEmulator
+) -> None:
+    client = make_client()
+    items: list[object] = [
+        {**SEND, "extra_headers": {"X-Trace": "row-0"}, "extra_body": {"subtitle": "row 0"}},
+        NotificationCreateParams(**SEND, extra_headers={"X-Trace": "row-1"}),
+        SEND,
+    ]
+
+    results = await gather_notifications(client, items, concurrency=1)
+
+    assert [result.success for result in results] == [True, True, True]
+    sent = {
+        request.headers.get("X-Trace"): json.loads(request.body)
+        for request in whop_emulator.requests
+    }
+    assert set(sent) == {"row-0", "row-1", None}
+    assert sent["row-0"]["subtitle"] == "row 0"
+    assert all("extra_headers" not in body and "extra_body" not in body for body in sent.values())
+
+
+async def test_a_calls_extras_win_over_the_ones_its_params_carry(
+    make_client: MakeClient, whop_emulator: WhopEmulator
+) -> None:
+    params = NotificationCreateParams(
+        **SEND,
+        extra_headers={"X-Trace": "params", "X-Tenant": "acme"},
+        extra_body={"subtitle": "params"},
+    )
+
+    await make_client().notifications.send(
+        params, extra_headers={"X-Trace": "call"}, extra_body={"subtitle": "call"}
+    )
+
+    request = whop_emulator.requests[0]
+    assert (request.headers["X-Trace"], request.headers["X-Tenant"]) == ("call", "acme")
+    assert json.loads(request.body)["subtitle"] == "call"
+
+
+def test_a_params_repr_shows_its_extra_header_names_but_not_their_values() -> None:
+    params = NotificationCreateParams(**SEND, extra_headers={"X-Signature": "s3cr3t"})
+
+    assert "X-Signature" in repr(params)
+    assert "s3cr3t" not in repr(params)
+
+
+@pytest.mark.parametrize(
+    ("extras", "field"),
+    [
+        ({"extra_headers": {"Idempotency-Key": "k"}}, "extra_headers"),
+        ({"extra_headers": {"X-Evil": "a\nb"}}, "extra_headers['X-Evil']"),
+        ({"extra_body": {1: "x"}}, "extra_body"),
+    ],
+)
+async def test_a_bulk_item_with_bad_extras_fails_alone_before_any_io(
+    make_client: MakeClient, whop_emulator: WhopEmulator, extras: dict[str, Any], field: str
+) -> None:
+    outcomes = sorted(
+        [
+            outcome
+            async for outcome in iter_notifications(make_client(), [{**SEND, **extras}, SEND])
+        ],
+        key=lambda outcome: outcome.index,
+    )
+
+    assert [outcome.ok for outcome in outcomes] == [False, True]
+    error = outcomes[0].error
+    assert isinstance(error, InvalidParamsError)
+    assert error.field == field
+    assert len(whop_emulator.requests) == 1
 
 
 @pytest.mark.parametrize("extra_body", [{"when": object()}, {1: "x"}, ["not", "a", "mapping"]])

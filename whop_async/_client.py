@@ -19,11 +19,11 @@ from ._config import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    IDEMPOTENCY_KEY_HEADER,
     NOT_GIVEN,
     Backoff,
     ClientConfig,
     NotGiven,
-    check_headers,
     check_int,
     check_seconds,
     check_timeout,
@@ -38,9 +38,9 @@ from ._config import (
 from ._converter import dump_json
 from ._events import EventCallback, EventEmitter
 from ._exceptions import ClientClosedError, InvalidParamsError
+from ._headers import check_header_value, check_headers
 from ._keys import new_idempotency_key
 from ._logging import configure_from_environment
-from ._models import check_header_value
 from ._notifications import NotificationsResource
 from ._observe import CallInfo, ObserverFactory, observers_for
 from ._pool import Pool
@@ -288,7 +288,7 @@ class AsyncWhop:
         headers = dict(config.headers)
         if options.extra_headers is not None:
             headers.update(check_headers("extra_headers", options.extra_headers))
-        headers["Idempotency-Key"] = key
+        headers[IDEMPOTENCY_KEY_HEADER] = key
         timeout = config.aiohttp_timeout
         if not isinstance(options.timeout, NotGiven):
             timeout = aiohttp.ClientTimeout(total=check_timeout("timeout", options.timeout))

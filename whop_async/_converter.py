@@ -6,7 +6,8 @@ docs and of uapi). The serialization rules live here, not on the models, and hol
 model, so a new endpoint adds models and nothing here:
 
 * fields left at their default are omitted from the body, never sent as ``null``;
-* ``idempotency_key`` is a header, so it never enters a body;
+* ``idempotency_key`` and ``extra_headers`` are headers, so they never enter a body, and
+  ``extra_body`` is merged into it, not nested;
 * a boolean must be a real JSON boolean; unknown response fields are kept in ``extra``;
 * what the wire says about a response (``request_id``, ``replayed``, ...) is never read from
   its body: the request loop fills it in.
@@ -34,8 +35,8 @@ __all__ = ["converter", "dump_json", "load_json", "make_converter", "wire_values
 
 _T = TypeVar("_T")
 
-#: Request fields that travel as headers, never in a body.
-_HEADER_FIELDS: Final = frozenset({"idempotency_key"})
+#: Request fields about the call rather than the body: headers, and what is merged into it.
+_CALL_FIELDS: Final = frozenset({"idempotency_key", "extra_headers", "extra_body"})
 #: Response models keep the fields they do not know in this one.
 _EXTRA_FIELD: Final = "extra"
 #: Response fields the request loop fills in from the wire: never read from a body.
@@ -71,7 +72,7 @@ def _make_unstructure(converter: cattrs.Converter) -> Callable[[type], Callable[
     def factory(cls: type) -> Callable[[Any], Any]:
         overrides: dict[str, Any] = {
             field.name: override(omit=True)
-            if field.name in _HEADER_FIELDS
+            if field.name in _CALL_FIELDS
             else override(unstruct_hook=identity)
             for field in attrs.fields(cls)
         }
@@ -123,6 +124,8 @@ converter = make_converter()
 
 #: Compact UTF-8 JSON, made once rather than per call.
 _encode: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: ``json.loads`` without its per-call checks of the argument and keywords.
+_decode: Final = json.JSONDecoder().decode
 
 
 def dump_json(model: object, extra_body: Mapping[str, Any] | None = None) -> bytes:
@@ -164,11 +167,11 @@ def load_json(raw: bytes, cls: type[_T], wire: Mapping[str, Any] | None = None) 
             with the path of each problem (``response.success: ...``).
     """
     try:
-        payload = json.loads(raw.decode())  # JSON on the wire is UTF-8 (RFC 8259)
+        payload = _decode(raw.decode())  # JSON on the wire is UTF-8 (RFC 8259)
     except ValueError:  # UnicodeDecodeError included
         raise ValueError("a body that is not JSON") from None
-    if isinstance(payload, dict) and _is_response_model(cls):
-        payload = {**payload, **(_WIRE_DEFAULTS if wire is None else wire)}
+    if isinstance(payload, dict) and (wire is not None or _is_response_model(cls)):
+        payload.update(_WIRE_DEFAULTS if wire is None else wire)  # a fresh dict: ours to fill
     try:
         return converter.structure(payload, cls)
     except (cattrs.ClassValidationError, cattrs.IterableValidationError) as exc:

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from ._exceptions import InvalidParamsError
+from ._headers import check_header_value, check_headers
 
 __all__ = ["ID", "APIResponse", "NotificationCreateParams", "NotificationCreateResponse"]
 
@@ -63,17 +64,21 @@ def _to_user_ids(value: object) -> tuple[ID, ...] | None:
     return user_ids
 
 
-def is_header_safe(value: str) -> bool:
-    """Printable ASCII only: nothing that would break or inject an HTTP header (CR, LF, ...)."""
-    return value.isascii() and value.isprintable()
+def _to_extra_headers(value: object) -> Mapping[str, str] | None:
+    return None if value is None else check_headers("extra_headers", value)  # a checked copy
 
 
-def check_header_value(field: str, value: str) -> None:
-    """Reject what would break or inject an HTTP header: CR, LF, other controls, non-ASCII."""
-    if not is_header_safe(value):
-        raise InvalidParamsError(
-            field, "must be printable ASCII (no CR, LF or other control characters)"
-        )
+def _header_names(headers: Mapping[str, str] | None) -> str:
+    # A header may carry a secret of its own: a repr shows the names, never the values.
+    return "None" if headers is None else repr(dict.fromkeys(headers, "..."))
+
+
+def _to_extra_body(value: object) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise InvalidParamsError("extra_body", "must be a mapping with string keys")
+    return dict(value)
 
 
 def _check_idempotency_key(value: object) -> None:
@@ -126,6 +131,16 @@ class NotificationCreateParams:
 
     idempotency_key: str | None = None
     """Sent as the ``Idempotency-Key`` header, never in the body. Generated when not given."""
+    extra_headers: Mapping[str, str] | None = attrs.field(
+        default=None, converter=_to_extra_headers, hash=False, repr=_header_names
+    )
+    """More headers for this notification's requests (not ``Authorization`` nor
+    ``Idempotency-Key``), so that a bulk item can carry them; never in the body."""
+    extra_body: Mapping[str, Any] | None = attrs.field(
+        default=None, converter=_to_extra_body, hash=False
+    )
+    """More body fields, for one Whop added before this version knew it: merged into the
+    body as given, over the fields above."""
 
     def __attrs_post_init__(self) -> None:
         title, content = self.title, self.content

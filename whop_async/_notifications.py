@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._config import NOT_GIVEN, NotGiven
 from ._exceptions import InvalidParamsError
@@ -103,7 +103,11 @@ class NotificationsResource:
         timeout: float | NotGiven | None = NOT_GIVEN,
         max_rate_limit_wait: float | NotGiven = NOT_GIVEN,
     ) -> NotificationCreateResponse:
-        """Queue a notification built ahead of time; see ``create`` for the rest."""
+        """Queue a notification built ahead of time; see ``create`` for the rest.
+
+        ``extra_headers`` and ``extra_body`` are added to the ones ``params`` carries, and win
+        where both name the same header or field.
+        """
         if not isinstance(params, NotificationCreateParams):
             raise InvalidParamsError(
                 "params", f"must be a NotificationCreateParams, got {type(params).__name__}"
@@ -116,9 +120,21 @@ class NotificationsResource:
                 body=params,
                 cast_to=NotificationCreateResponse,
                 idempotency_key=params.idempotency_key,
-                extra_headers=extra_headers,
-                extra_body=extra_body,
+                extra_headers=_merged(params.extra_headers, extra_headers),
+                extra_body=_merged(params.extra_body, extra_body),
                 timeout=timeout,
                 max_rate_limit_wait=max_rate_limit_wait,
             )
         )
+
+
+_V = TypeVar("_V")
+
+
+def _merged(
+    carried: Mapping[str, _V] | None, given: Mapping[str, _V] | None
+) -> Mapping[str, _V] | None:
+    """The extras a params object carries, updated with the ones passed to the call."""
+    if carried is None or given is None:
+        return given if carried is None else carried
+    return {**carried, **given}

@@ -50,8 +50,12 @@ ID_COLUMN: Final = "id"
 CONTENT_KEY_NAMESPACE: Final = "whop-async bulk row"
 #: Keys a failures file adds to each row; dropped when that file is read back.
 ANNOTATION_KEYS: Final = frozenset({"_line", "_error", "_field"})
-#: The keywords of ``create()``: the columns sent, and the ``send`` flags' names.
-PARAM_NAMES: Final = frozenset(field.name for field in attrs.fields(NotificationCreateParams))
+#: The keywords of ``create()``: the columns sent, and the ``send`` flags' names. The extras
+#: are mappings, which no CSV column or flag can hold.
+PARAM_NAMES: Final = frozenset(field.name for field in attrs.fields(NotificationCreateParams)) - {
+    "extra_headers",
+    "extra_body",
+}
 _KNOWN_COLUMNS: Final = PARAM_NAMES | {ID_COLUMN}
 _EXPECTED: Final = "some of " + ", ".join(sorted(_KNOWN_COLUMNS))
 _AUDIENCE_COLUMNS: Final = ("account_id", "experience_id", "company_id")
