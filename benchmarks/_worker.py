@@ -7,13 +7,11 @@ the send alone. It prints one JSON object; peak RSS is the process's ``ru_maxrss
 whop_async runs with ``rate_limit=None``: its default limiter keeps to Whop's 600 requests per
 minute, which no other contender has (plain aiohttp and ``whop-sdk`` limit nothing), and which
 would make 20,000 requests take 33 minutes. With it off, every contender sends as fast as it
-can; each attempt still passes through the batch's gate (its counters and abort), which skips
-only the no-op ``Unlimited`` limiter itself.
+can; each attempt still passes through the no-op ``Unlimited`` limiter and the batch's
+observer (its counters and its stop).
 
-``WHOP_BENCH_NO_MEMO=1`` turns off the converter's memo of small response bodies in this
-process only (for measuring whether it earns its place); the library is not changed.
 ``WHOP_BENCH_LOOP=uvloop`` runs the worker on uvloop (an application's choice, see
-docs/performance.md); both are meant for ``bench_bulk.py --variant-env``.
+docs/performance.md), meant for ``bench_bulk.py --variant-env``.
 """
 
 from __future__ import annotations
@@ -245,10 +243,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})
-    if os.environ.get("WHOP_BENCH_NO_MEMO") == "1":
-        import whop_async._converter
-
-        whop_async._converter._MEMO_BODY_BYTES = 0  # type: ignore[misc]
     items: Callable[[int, int], Iterator[Any]] = make_items
     if args.contender in CONTENDERS:
         factory = CONTENDERS[args.contender]
