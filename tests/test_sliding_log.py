@@ -144,6 +144,22 @@ async def test_scattered_429s_with_short_waits_teach_nothing() -> None:
     assert EVIDENCE_SHARE * 60.0 > 0.05
 
 
+async def test_what_is_learned_is_never_slower_than_one_request_per_wait_asked() -> None:
+    # Faults, not a limit: a 429 asking 0.2 s after two requests spread over most of the
+    # window. Taken as "2 per window", it would pace at 2 a second; the waits say 5.
+    limiter, clock = limiter_on(RateLimit(100, per=10.0))
+    await start(limiter)
+    await clock.advance(8.0)
+    await start(limiter)
+    await clock.advance(1.0)
+    await start(limiter, 429, wait=0.2)
+
+    pace = limiter.pacing_rate(OPERATION)
+    assert pace is not None
+    assert pace == pytest.approx(2 / safe_window(2 * 0.2))
+    assert pace >= 1 / safe_window(0.2)
+
+
 async def test_a_straggler_of_the_same_burst_teaches_nothing() -> None:
     limiter, clock = limiter_on(RateLimit(600, per=60.0))
     for _ in range(10):

@@ -12,10 +12,11 @@ learned, and answers atomically.
 * **Learning.** A 429 that asks for a wait of at least ``EVIDENCE_SHARE`` of the configured
   window is evidence of a smaller budget per window (another sender on the key, a shorter
   window). The requests let through since the last pause, ``k``, over the time they took plus
-  the wait asked, ``w``, is what the server allows; the limiter then also keeps ``k`` per
-  ``w``, never slower than those waits imply. Shorter waits (scattered 429s) are answered by
-  the pause alone. A 429 met by an attempt that started before another 429's pause is a
-  straggler of the same burst and teaches nothing. The learned count grows back by
+  the wait asked, is what the server allows, but never over ``k`` waits: the limiter never
+  paces slower than one request per wait asked. The limiter then also keeps that budget.
+  Shorter waits (scattered 429s) are answered by the pause alone. A 429 met by an attempt
+  that started before another 429's pause is a straggler of the same burst and teaches
+  nothing. The learned count grows back by
   ``RECOVERY_PER_WINDOW`` of itself per configured window and is dropped once it reaches the
   configured count.
 
@@ -271,7 +272,11 @@ class SlidingLogLimiter(RateLimiter):
             return
         if let_through >= self._limit.requests:
             return  # as many as configured got through: nothing stricter to learn
-        budget = Learned(let_through, permit.started_at - outcome.first + wait, 0.0)
+        # The server let k through in the span and frees room in w: its window is at most
+        # span + w. It is never taken as longer than k * w, so the pace learned is never slower
+        # than one request per wait asked (429s that are faults, not a limit, cannot collapse it).
+        span = permit.started_at - outcome.first
+        budget = Learned(let_through, min(span + wait, let_through * wait), 0.0)
         growth = math.log(self._limit.requests / budget.requests)
         windows_to_recover = growth / math.log1p(RECOVERY_PER_WINDOW)
         await self._store.learn(
