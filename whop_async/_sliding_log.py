@@ -16,9 +16,8 @@ learned, and answers atomically.
   paces slower than one request per wait asked. The limiter then also keeps that budget.
   Shorter waits (scattered 429s) are answered by the pause alone. A 429 met by an attempt
   that started before another 429's pause is a straggler of the same burst and teaches
-  nothing. The learned count grows back by
-  ``RECOVERY_PER_WINDOW`` of itself per configured window and is dropped once it reaches the
-  configured count.
+  nothing. The learned count grows back by ``RECOVERY_PER_WINDOW`` of itself per configured
+  window and is dropped once it reaches the configured count.
 
 Waiters are served first come, first served within a process: one at a time asks the store,
 so a crowd of waiting calls is not woken for every slot, and a newcomer never overtakes them.
