@@ -454,6 +454,8 @@ async def test_enqueue_refuses_bad_notifications_and_conflicting_keys(
             )
         with pytest.raises(InvalidParamsError, match="NotificationCreateParams"):
             await enqueue_notification(task, ["not", "a", "notification"])  # type: ignore[arg-type]
+        with pytest.raises(InvalidParamsError, match="JSON values"):
+            await enqueue_notification(task, {**notification(0), "extra_body": {"at": object()}})
         assert await queued_messages(redis_url, queue) == []
 
         params = NotificationCreateParams(

@@ -29,7 +29,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.preconf.json import make_converter as make_json_converter
 
 from ._exceptions import InvalidParamsError
-from ._models import APIResponse
+from ._models import APIResponse, check_extra_body
 
 __all__ = ["converter", "dump_json", "load_json", "make_converter", "wire_values"]
 
@@ -136,9 +136,7 @@ def dump_json(model: object, extra_body: Mapping[str, Any] | None = None) -> byt
     """
     payload = converter.unstructure(model)
     if extra_body is not None:
-        if not isinstance(extra_body, Mapping) or not all(isinstance(k, str) for k in extra_body):
-            raise InvalidParamsError("extra_body", "must be a mapping with string keys")
-        payload = {**payload, **extra_body}
+        payload = {**payload, **check_extra_body(extra_body)}
     try:
         return _encode(payload).encode()
     except (TypeError, ValueError) as exc:

@@ -73,12 +73,15 @@ def _header_names(headers: Mapping[str, str] | None) -> str:
     return "None" if headers is None else repr(dict.fromkeys(headers, "..."))
 
 
-def _to_extra_body(value: object) -> Mapping[str, Any] | None:
-    if value is None:
-        return None
+def check_extra_body(value: object) -> Mapping[str, Any]:
+    """``value`` if it is a mapping with string keys (its values are JSON's to check)."""
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise InvalidParamsError("extra_body", "must be a mapping with string keys")
-    return dict(value)
+    return value
+
+
+def _to_extra_body(value: object) -> Mapping[str, Any] | None:
+    return None if value is None else dict(check_extra_body(value))  # a checked copy
 
 
 def _check_idempotency_key(value: object) -> None:

@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
     ) from exc
 
 from ._client import AsyncWhop
+from ._converter import dump_json
 from ._exceptions import (
     APIConnectionError,
     ConflictError,
@@ -343,6 +344,9 @@ async def enqueue_notification(
     same record always gives the same key, so enqueuing it twice also notifies once), else the
     key already in ``params``, else a new random one.
 
+    The message holds the notification as given, its ``extra_headers`` and ``extra_body``
+    included: they travel through the broker as they are, so keep secrets out of them.
+
     Args:
         task: What ``register_notification_task`` returned.
         params: The notification: a ``NotificationCreateParams``, or a dict of ``create()``
@@ -355,8 +359,8 @@ async def enqueue_notification(
         The idempotency key the notification will be sent with.
 
     Raises:
-        InvalidParamsError: the notification is invalid, or two different keys were given;
-            nothing was queued.
+        InvalidParamsError: the notification is invalid (an ``extra_body`` that is not JSON
+            included), or two different keys were given; nothing was queued.
     """
     if isinstance(params, Mapping):
         params = NotificationCreateParams.from_mapping(params)
@@ -375,6 +379,7 @@ async def enqueue_notification(
             "idempotency_key", "differs from the idempotency_key already in params"
         )
     params = attrs.evolve(params, idempotency_key=idempotency_key)
+    dump_json(params, params.extra_body)  # a body the worker could not send is refused here
     message = {
         name: list(value) if isinstance(value, tuple) else value
         for name, value in attrs.asdict(params, recurse=False).items()
