@@ -18,7 +18,7 @@ from typing import Any, Final
 import aiohttp
 import attrs
 from aiohttp import hdrs
-from multidict import istr
+from multidict import istr  # aiohttp's header types, installed with it
 from yarl import URL
 
 from ._exceptions import InvalidParamsError, WhopError
