@@ -32,7 +32,6 @@ import importlib.metadata
 import importlib.util
 import json
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from _server_process import ServerProcess
 
 from whop_async import AsyncWhop, BulkStats, RateLimit, WhopError, gather_notifications
 
@@ -201,36 +201,13 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class LimitedServer:
-    """``_limited_server.py`` in a subprocess: its address, its report, its end."""
+class LimitedServer(ServerProcess):
+    """``_limited_server.py`` in a subprocess: its address, its key, its report, its end."""
 
     def __init__(self, limit: RateLimit, window: str) -> None:
         command = [sys.executable, str(SERVER), "--rate-limit", f"{limit.requests}/{limit.per:g}"]
-        command += ["--window", window]
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self._process.stdout is not None
-        started = json.loads(self._process.stdout.readline())
-        self.base_url: str = started["base_url"]
-        self.api_key: str = started["api_key"]
-
-    def report(self) -> dict[str, Any]:
-        assert self._process.stdin is not None
-        assert self._process.stdout is not None
-        self._process.stdin.write("report\n")
-        self._process.stdin.flush()
-        return json.loads(self._process.stdout.readline())  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.write("stop\n")
-            self._process.stdin.close()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        super().__init__([*command, "--window", window])
+        self.api_key: str = self.started["api_key"]
 
 
 def _items(count: int) -> Iterator[dict[str, Any]]:

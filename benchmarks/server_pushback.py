@@ -38,7 +38,6 @@ import platform
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from _server_process import ServerProcess
 from aiohttp import web
 
 import whop_async
@@ -138,35 +138,10 @@ async def serve(mode: str, seed: int) -> None:
         await runner.cleanup()
 
 
-class ServerProcess:
-    """This script's server in a subprocess: its address, its report, its end."""
-
-    def __init__(self, mode: str, seed: int) -> None:
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve", mode]
-        command += ["--seed", str(seed)]
-        self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self._process.stdout is not None
-        started = json.loads(self._process.stdout.readline())
-        self.base_url: str = started["base_url"]
-
-    def report(self) -> dict[str, Any]:
-        assert self._process.stdin is not None
-        assert self._process.stdout is not None
-        self._process.stdin.write("report\n")
-        self._process.stdin.flush()
-        return json.loads(self._process.stdout.readline())  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.write("stop\n")
-            self._process.stdin.close()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+def server_process(mode: str, seed: int) -> ServerProcess:
+    """This script's server (``--serve``) in a subprocess."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve", mode]
+    return ServerProcess([*command, "--seed", str(seed)])
 
 
 # The client
@@ -261,7 +236,7 @@ def max_in_window(times: Sequence[float], per: float) -> int:
 
 def measure_scattered(setting: str, seed: int, round_number: int, args: argparse.Namespace) -> Run:
     """One scattered run: a fresh server with ``seed``, the client's send, what the server saw."""
-    server = ServerProcess("scattered", seed)
+    server = server_process("scattered", seed)
     try:
         run = asyncio.run(send_scattered(server.base_url, setting, args.items, args.concurrency))
         seen = server.report()
@@ -287,7 +262,7 @@ def measure_scattered(setting: str, seed: int, round_number: int, args: argparse
 
 def measure_storm(seconds: float, seed: int) -> Run:
     """One storm run: a fresh server refusing everything, one call, what the server saw."""
-    server = ServerProcess("storm", seed)
+    server = server_process("storm", seed)
     try:
         run = asyncio.run(send_storm(server.base_url, seconds))
         seen = server.report()
