@@ -10,7 +10,6 @@ environment variable set), where they fail: CI must run them.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import socket
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import optional
 import pytest
 
 __all__ = ["RedisServer", "free_port", "redis_server", "redis_url", "require", "start_redis"]
@@ -34,17 +34,8 @@ def _missing(what: str) -> None:
 
 
 def require(module: str) -> ModuleType:
-    """Import ``module`` (an optional extra) or skip the test module (fail it under CI)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(
-            f"the {module} package is missing: pip install 'whop-async[redis,taskiq]'",
-            allow_module_level=True,
-        )
-        raise  # pragma: no cover - skip() raises
+    """Import ``module`` of the redis or taskiq extra, or skip (see ``optional.require``)."""
+    return optional.require(module, "pip install 'whop-async[redis,taskiq]'")
 
 
 def free_port() -> int:

@@ -8,34 +8,18 @@ and no metric point may hold the API key or an idempotency key the emulator saw.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from types import ModuleType
 from typing import Any
 
 import aiohttp
 import attrs
 import pytest
+from optional import require
 
-
-def require(module: str) -> ModuleType:
-    """Import ``module`` or skip these tests (fail them under CI, which must run them)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(
-            f"the {module} package is missing: pip install 'whop-async[otel]' opentelemetry-sdk",
-            allow_module_level=True,
-        )
-        raise  # pragma: no cover - skip() raises
-
-
-require("opentelemetry.sdk")
-require("opentelemetry.instrumentation")
+OTEL = "pip install 'whop-async[otel]' opentelemetry-sdk"
+require("opentelemetry.sdk", OTEL)
+require("opentelemetry.instrumentation", OTEL)
 
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402

@@ -77,6 +77,9 @@ __all__ = [
     "register_notification_task",
 ]
 
+#: Seconds a worker's shutdown waits for a sweep of abandoned messages under way.
+_SWEEP_STOP_TIMEOUT = 5.0
+
 logger = logging.getLogger("whop_async")
 
 #: The name workers know the task by: the same in the enqueuing process and in the workers.
@@ -205,6 +208,7 @@ class _Worker:
         self._broker = broker
         self._client: AsyncWhop | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def client(self) -> AsyncWhop:
         if self._client is None:
@@ -230,14 +234,17 @@ class _Worker:
         broker = self._broker
         if isinstance(broker, RedisStreamBroker) and self._sweeper is None:
             interval = max(broker.idle_timeout / 2000, 0.05)
-            self._sweeper = asyncio.ensure_future(_sweep(broker, interval))
+            self._stopping = asyncio.Event()
+            self._sweeper = asyncio.ensure_future(_sweep(broker, interval, self._stopping))
 
     async def stop(self, _: TaskiqState) -> None:
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            self._stopping.set()
+            # A sweep under way finishes first; one that hangs on Redis is cut short.
+            done, _pending = await asyncio.wait({sweeper}, timeout=_SWEEP_STOP_TIMEOUT)
+            if not done:
+                sweeper.cancel()
         try:
             if isinstance(self._broker, RedisStreamBroker):
                 await _hand_back_logged(self._broker)  # first: other workers wait for these
@@ -263,9 +270,18 @@ async def _hand_back_logged(broker: RedisStreamBroker) -> None:
             logger.info("Handed back %d notifications this worker took and did not start", moved)
 
 
-async def _sweep(broker: RedisStreamBroker, interval: float) -> None:
+async def _sweep(broker: RedisStreamBroker, interval: float, stopping: asyncio.Event) -> None:
+    """Every ``interval`` seconds until ``stopping`` is set, re-queue abandoned messages.
+
+    Ended by an event, not by cancelling it: a cancellation that lands inside a Redis call can
+    come out as redis-py's TimeoutError, which the loop logs and goes on from, and the worker's
+    shutdown then waited for it for good (seen under load in tests/test_taskiq.py).
+    """
     while True:
-        await asyncio.sleep(interval)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+        if stopping.is_set():
+            return
         try:
             moved = await redeliver_abandoned(broker)
         except (RedisError, OSError) as exc:
