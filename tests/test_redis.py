@@ -197,6 +197,10 @@ async def test_unreachable_redis_fails_the_call_naming_redis(
     assert server.request_count == 0
 
 
+#: How much later than it started a request may reach the emulator on a busy machine.
+ARRIVAL_JITTER = 0.1
+
+
 async def test_unreachable_redis_falls_back_to_a_local_limit_until_it_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whop_logs: list[logging.LogRecord]
 ) -> None:
@@ -211,7 +215,11 @@ async def test_unreachable_redis_falls_back_to_a_local_limit_until_it_answers(
         client_with(limiter, server) as client,
     ):
         await gather_notifications(client, (notification(i) for i in range(8)))
-        assert server.status_counts == {200: 8}  # paced in this process meanwhile
+        # Paced in this process meanwhile: every item delivered once, and no more than the
+        # limit started in any window, as the server saw it, less the delay a busy machine
+        # adds on the way. How many 429s that delay causes is timing, not the limiter's promise.
+        assert len(set(server.idempotency_keys())) == len(server.notifications) == 8
+        assert server.busiest_window(limit.per - ARRIVAL_JITTER) <= limit.requests
         warnings = [r.getMessage() for r in whop_logs if r.levelno == logging.WARNING]
         assert len(warnings) == 1
         assert f"Redis at redis://127.0.0.1:{port}/0 did not answer" in warnings[0]
