@@ -170,6 +170,49 @@ def test_extra_body_adds_fields_and_must_be_json() -> None:
         dump_json(params, {1: "x"})  # type: ignore[dict-item]
 
 
+@pytest.mark.parametrize(
+    ("extra_body", "reason"),
+    [
+        ({"score": float("nan")}, "not JSON compliant"),
+        ({"score": float("inf")}, "not JSON compliant"),
+        ({"nested": {"deeper": [object()]}}, "not JSON serializable"),
+    ],
+)
+def test_extra_body_that_json_cannot_carry_is_refused_before_sending(
+    extra_body: dict[str, Any], reason: str
+) -> None:
+    params = NotificationCreateParams(company_id="b", title="hi", content="x")
+
+    with pytest.raises(InvalidParamsError, match=f"extra_body: .*{reason}"):
+        dump_json(params, extra_body)
+
+
+def test_an_extra_body_that_contains_itself_is_refused() -> None:
+    params = NotificationCreateParams(company_id="b", title="hi", content="x")
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+
+    with pytest.raises(InvalidParamsError, match="extra_body"):
+        dump_json(params, looped)
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"success":true}', b' \n{"success": true}', b'{"success":true}\r\n ', b"\t{}"]
+)
+def test_whitespace_around_a_body_is_allowed(body: bytes) -> None:
+    if body.strip() == b"{}":
+        with pytest.raises(ValueError, match="success"):
+            load_json(body, NotificationCreateResponse)
+        return
+    assert load_json(body, NotificationCreateResponse).success is True
+
+
+@pytest.mark.parametrize("body", [b'{"success":true}x', b'{"success":true}{}', b"", b"  "])
+def test_anything_after_or_instead_of_the_body_is_refused(body: bytes) -> None:
+    with pytest.raises(ValueError, match="not JSON"):
+        load_json(body, NotificationCreateResponse)
+
+
 @given(
     audience=st.sampled_from(["company_id", "experience_id"]),
     title=texts,

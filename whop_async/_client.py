@@ -298,14 +298,14 @@ class AsyncWhop:
             max_rate_limit_wait = options.max_rate_limit_wait
         url = f"{config.api_root}{options.path}"  # yarl parses (and caches) it once, below
         method = options.method
-        return PreparedRequest(
-            call=CallInfo(options.operation, method, url, f"{method} {options.path}", key),
-            url=URL(url),
-            headers=headers,
-            body=dump_json(options.body, options.extra_body),
-            cast_to=options.cast_to,
-            timeout=timeout,
-            max_rate_limit_wait=max_rate_limit_wait,
+        return PreparedRequest(  # by position, in the fields' order: 3k fewer instructions
+            CallInfo(options.operation, method, url, f"{method} {options.path}", key),
+            URL(url),
+            headers,
+            dump_json(options.body, options.extra_body),
+            options.cast_to,
+            timeout,
+            max_rate_limit_wait,
         )
 
     async def close(self) -> None:

@@ -18,9 +18,10 @@ model, so a new endpoint adds models and nothing here:
 from __future__ import annotations
 
 import json
+import json.encoder
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import attrs
 import cattrs
@@ -122,10 +123,47 @@ def make_converter() -> cattrs.Converter:
 converter = make_converter()
 
 
-#: Compact UTF-8 JSON, made once rather than per call.
-_encode: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-#: ``json.loads`` without its per-call checks of the argument and keywords.
-_decode: Final = json.JSONDecoder().decode
+def _refuse(value: object) -> NoReturn:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# Compact UTF-8 JSON, strict: NaN and infinities are not JSON (RFC 8259), and Whop refuses
+# them. ``JSONEncoder.encode`` builds its C encoder afresh on every call: 8k instructions of
+# about 630k a request (``benchmarks/instructions.py``, 2026-12-03). The one below is built
+# once, with ``JSONEncoder``'s arguments, but no check for cycles: only ``extra_body`` could
+# hold one, and it ends in a ``RecursionError``. Without the C encoder (PyPy), the plain one.
+_make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
+if _make_c_encoder is not None:
+    _iterencode = _make_c_encoder(
+        None, _refuse, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+
+    def _encode(value: object) -> str:
+        return "".join(_iterencode(value, 0))
+
+else:  # pragma: no cover - CPython has the C encoder
+    _plain_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+    def _encode(value: object) -> str:
+        return _plain_encoder.encode(value)
+
+
+_decoder: Final = json.JSONDecoder()
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads(text)``, quicker for a body that is one JSON value and nothing around it.
+
+    ``JSONDecoder.decode`` first skips whitespace with two regular expressions, which cost more
+    than parsing a small body (5k instructions of about 630k a request,
+    ``benchmarks/instructions.py``, 2026-12-03). Any other body takes that full path, and its
+    errors.
+    """
+    try:
+        value, end = _decoder.raw_decode(text)
+    except ValueError:
+        return _decoder.decode(text)
+    return value if end == len(text) else _decoder.decode(text)
 
 
 def dump_json(model: object, extra_body: Mapping[str, Any] | None = None) -> bytes:
@@ -139,7 +177,7 @@ def dump_json(model: object, extra_body: Mapping[str, Any] | None = None) -> byt
         payload = {**payload, **check_extra_body(extra_body)}
     try:
         return _encode(payload).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidParamsError("extra_body", f"must hold JSON values only: {exc}") from None
 
 
@@ -165,7 +203,7 @@ def load_json(raw: bytes, cls: type[_T], wire: Mapping[str, Any] | None = None) 
             with the path of each problem (``response.success: ...``).
     """
     try:
-        payload = _decode(raw.decode())  # JSON on the wire is UTF-8 (RFC 8259)
+        payload = _parse_json(raw.decode())  # JSON on the wire is UTF-8 (RFC 8259)
     except ValueError:  # UnicodeDecodeError included
         raise ValueError("a body that is not JSON") from None
     if isinstance(payload, dict) and (wire is not None or _is_response_model(cls)):

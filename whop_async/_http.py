@@ -104,41 +104,42 @@ async def send_once(
         ClientClosedError: the client was closed, or belongs to another event loop.
     """
     session, slots = pool.acquire(asyncio.get_running_loop())
-    async with slots:
-        try:
-            async with session.request(
-                method,
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=timeout,
-                proxy=proxy,
-            ) as response:
-                raw = await _read(response, max_response_bytes)
-                return RawResponse(response.status, response.headers, raw)
-        except aiohttp.ClientHttpProxyError as exc:
-            # aiohttp's text names the proxy URL, password included: say it again without.
-            shown = "the proxy" if proxy is None else f"the proxy {redact_url(proxy)}"
-            error = APIConnectionError(
-                f"Connection error: {shown} answered {exc.status} {exc.message!s} to the tunnel "
-                f"to {url.host}" + (": check the proxy's credentials" if exc.status == 407 else ""),
-                retryable=exc.status != 407,  # wrong or missing credentials stay wrong
-            )
-            if not error._retryable:
-                raise error from None
-            return error
-        except aiohttp.ClientSSLError as exc:
-            raise APIConnectionError(
-                f"TLS error talking to {url.host}: {shorten(str(exc), 300)}. Check the "
-                "certificate, or pass ssl=<ssl.SSLContext> to AsyncWhop for a private CA.",
-                retryable=False,
-            ) from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return _connection_error(exc)
-        except RuntimeError as exc:
-            if pool.session is None or pool.session.closed:
-                raise ClientClosedError(
-                    "The client was closed while a request was under way."
-                ) from exc
-            raise
+    if not slots.take():
+        await slots.wait()
+    try:
+        async with session.request(
+            method,
+            url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=timeout,
+            proxy=proxy,
+        ) as response:
+            raw = await _read(response, max_response_bytes)
+            return RawResponse(response.status, response.headers, raw)
+    except aiohttp.ClientHttpProxyError as exc:
+        # aiohttp's text names the proxy URL, password included: say it again without.
+        shown = "the proxy" if proxy is None else f"the proxy {redact_url(proxy)}"
+        error = APIConnectionError(
+            f"Connection error: {shown} answered {exc.status} {exc.message!s} to the tunnel "
+            f"to {url.host}" + (": check the proxy's credentials" if exc.status == 407 else ""),
+            retryable=exc.status != 407,  # wrong or missing credentials stay wrong
+        )
+        if not error._retryable:
+            raise error from None
+        return error
+    except aiohttp.ClientSSLError as exc:
+        raise APIConnectionError(
+            f"TLS error talking to {url.host}: {shorten(str(exc), 300)}. Check the "
+            "certificate, or pass ssl=<ssl.SSLContext> to AsyncWhop for a private CA.",
+            retryable=False,
+        ) from exc
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return _connection_error(exc)
+    except RuntimeError as exc:
+        if pool.session is None or pool.session.closed:
+            raise ClientClosedError("The client was closed while a request was under way.") from exc
+        raise
+    finally:
+        slots.give()

@@ -16,7 +16,6 @@ import enum
 import ssl as ssl_module
 import sys
 from collections import deque
-from types import TracebackType
 
 import aiohttp
 
@@ -26,13 +25,15 @@ __all__ = ["Pool", "Slots"]
 
 
 class Slots:
-    """A first-come, first-served counting semaphore: ``async with slots:`` holds one slot.
+    """A first-come, first-served counting semaphore over the pool's connections.
 
     ``take()`` takes a free slot if there is one and says whether it did; only when there is
-    none does the caller ``await wait()``, queued in order. ``give()`` hands a slot straight to
-    the longest waiter, so a free slot and a waiter never exist together and ``take()`` cannot
-    jump the queue (``asyncio.Semaphore`` lets a newcomer take a slot a woken waiter was about
-    to take, on Python 3.10).
+    none does the caller ``await wait()``, queued in order. An uncontended take is a plain
+    call, where ``async with`` would make and run two coroutines (about 5k instructions of
+    some 630k a request, ``benchmarks/instructions.py``, 2026-12-03). ``give()`` hands a slot
+    straight to the longest waiter, so a free slot and a waiter never exist together and
+    ``take()`` cannot jump the queue (``asyncio.Semaphore`` lets a newcomer take a slot a woken
+    waiter was about to take, on Python 3.10).
     """
 
     def __init__(self, count: int) -> None:
@@ -67,18 +68,6 @@ class Slots:
                 waiter.set_result(None)
                 return
         self._free += 1
-
-    async def __aenter__(self) -> None:
-        if not self.take():
-            await self.wait()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.give()
 
 
 class _State(enum.Enum):
