@@ -196,14 +196,8 @@ def test_an_extra_body_that_contains_itself_is_refused() -> None:
         dump_json(params, looped)
 
 
-@pytest.mark.parametrize(
-    "body", [b'{"success":true}', b' \n{"success": true}', b'{"success":true}\r\n ', b"\t{}"]
-)
+@pytest.mark.parametrize("body", [b' \n{"success": true}', b'{"success":true}\r\n '])
 def test_whitespace_around_a_body_is_allowed(body: bytes) -> None:
-    if body.strip() == b"{}":
-        with pytest.raises(ValueError, match="success"):
-            load_json(body, NotificationCreateResponse)
-        return
     assert load_json(body, NotificationCreateResponse).success is True
 
 
