@@ -162,7 +162,7 @@ OnResult: TypeAlias = Callable[[BulkOutcome], object]
 def _to_params(item: object) -> NotificationCreateParams:
     if isinstance(item, NotificationCreateParams):
         return item
-    if isinstance(item, Mapping):
+    if isinstance(item, (dict, Mapping)):  # a dict spares the ABC's slower check
         return NotificationCreateParams.from_mapping(item)
     raise InvalidParamsError(
         "item", f"must be a NotificationCreateParams or a dict, got {type(item).__name__}"

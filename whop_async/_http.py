@@ -51,11 +51,13 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    length = response.content_length
-    # Content-Length counts compressed bytes: a small gzip body may inflate past it.
-    if length is not None and length <= limit and not response.headers.get("Content-Encoding"):
-        return await response.read()
+async def _read_to_limit(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read a body whose headers do not promise it fits in ``limit`` bytes, up to ``limit``.
+
+    That is one without ``Content-Length``, a longer one, or a compressed one (Content-Length
+    counts compressed bytes: a small gzip body may inflate past it). Past ``limit``, a 2xx is
+    refused; any other status keeps what was read, for its error.
+    """
     try:
         return await _read_capped(response, limit)
     except _Truncated as exc:
@@ -116,7 +118,15 @@ async def send_once(
             timeout=timeout,
             proxy=proxy,
         ) as response:
-            raw = await _read(response, max_response_bytes)
+            length = response.content_length
+            if (
+                length is not None
+                and length <= max_response_bytes
+                and not response.headers.get("Content-Encoding")
+            ):
+                raw = await response.read()
+            else:
+                raw = await _read_to_limit(response, max_response_bytes)
             return RawResponse(response.status, response.headers, raw)
     except aiohttp.ClientHttpProxyError as exc:
         # aiohttp's text names the proxy URL, password included: say it again without.
