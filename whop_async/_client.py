@@ -266,7 +266,7 @@ class AsyncWhop:
 
         Checks and serializes the call once (bad input raises here, before anything is sent),
         then runs the request loop: the rate limiter and the observers on every attempt,
-        retries with one idempotency key, the 2xx structured into ``options.cast_to``.
+        retries with one idempotency key, the 2xx structured into the operation's ``cast_to``.
         """
         if self._closed or self._pool.closed:
             raise ClientClosedError(
@@ -296,14 +296,14 @@ class AsyncWhop:
         if not isinstance(options.max_rate_limit_wait, NotGiven):
             check_seconds("max_rate_limit_wait", options.max_rate_limit_wait)
             max_rate_limit_wait = options.max_rate_limit_wait
-        url = f"{config.api_root}{options.path}"  # yarl parses (and caches) it once, below
-        method = options.method
+        operation = options.operation
+        url = f"{config.api_root}{operation.path}"
         return PreparedRequest(  # by position, in the fields' order: 3k fewer instructions
-            CallInfo(options.operation, method, url, f"{method} {options.path}", key),
+            CallInfo(operation.name, operation.method, url, operation.limiter_key, key),
             URL(url),
             headers,
             dump_json(options.body, options.extra_body),
-            options.cast_to,
+            operation.cast_to,
             timeout,
             max_rate_limit_wait,
         )

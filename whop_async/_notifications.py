@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._config import NOT_GIVEN, NotGiven
 from ._exceptions import InvalidParamsError
 from ._models import ID, NotificationCreateParams, NotificationCreateResponse
-from ._request_loop import RequestOptions
+from ._request_loop import Operation, RequestOptions
 
 if TYPE_CHECKING:
     from ._client import AsyncWhop
 
 __all__ = ["NotificationsResource"]
+
+_CREATE: Final = Operation(
+    "notifications.create", "POST", "/notifications", NotificationCreateResponse
+)
 
 
 class NotificationsResource:
@@ -114,11 +118,8 @@ class NotificationsResource:
             )
         return await self._client._request(
             RequestOptions(
-                method="POST",
-                path="/notifications",
-                operation="notifications.create",
+                operation=_CREATE,
                 body=params,
-                cast_to=NotificationCreateResponse,
                 idempotency_key=params.idempotency_key,
                 extra_headers=_merged(params.extra_headers, extra_headers),
                 extra_body=_merged(params.extra_body, extra_body),

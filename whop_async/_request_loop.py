@@ -36,26 +36,39 @@ from ._pool import Pool
 from ._ratelimit import RateLimiter
 from ._retry import asked_wait, rate_limit_delay, retry_delay, should_retry_status
 
-__all__ = ["PreparedRequest", "RequestLoop", "RequestOptions"]
+__all__ = ["Operation", "PreparedRequest", "RequestLoop", "RequestOptions"]
 
 _ModelT = TypeVar("_ModelT")
 
 logger = logging.getLogger("whop_async")
 
 
+@attrs.frozen
+class Operation(Generic[_ModelT]):
+    """One API operation: what all of its calls share, defined once beside its resource."""
+
+    name: str
+    """The name observers see, e.g. ``"notifications.create"``."""
+    method: str
+    path: str
+    """Under the client's ``base_url``, e.g. ``"/notifications"``."""
+    cast_to: type[_ModelT]
+    """The response model a 2xx is structured into."""
+    limiter_key: str = attrs.field(init=False)
+    """The rate limiter's name for it, e.g. ``"POST /notifications"``."""
+
+    @limiter_key.default
+    def _limiter_key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
 @attrs.define(kw_only=True)
 class RequestOptions(Generic[_ModelT]):
     """Everything one call asks of the client: what a resource method hands to ``_request``."""
 
-    method: str
-    path: str
-    """Under the client's ``base_url``, e.g. ``"/notifications"``."""
-    operation: str
-    """The name observers see, e.g. ``"notifications.create"``."""
+    operation: Operation[_ModelT]
     body: object
     """A request model, serialized once by the converter."""
-    cast_to: type[_ModelT]
-    """The response model a 2xx is structured into."""
     idempotency_key: str | None = None
     """Sent with every attempt; a new random key when ``None``."""
     extra_headers: Mapping[str, str] | None = None
@@ -129,7 +142,9 @@ class RequestLoop:
             attempt += 1
             hold = 0.0
             for observer in observers:
-                hold = max(hold, observer.before_attempt(attempt))
+                held = observer.before_attempt(attempt)
+                if held > hold:
+                    hold = held
             if hold > 0:
                 await clock.sleep(hold)
             permit = await limiter.acquire(key)
