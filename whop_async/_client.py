@@ -45,7 +45,7 @@ from ._notifications import NotificationsResource
 from ._observe import CallInfo, ObserverFactory, observers_for
 from ._pool import Pool
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, RateLimiter
-from ._request_loop import PreparedRequest, RequestLoop, RequestOptions
+from ._request_loop import Operation, PreparedRequest, RequestLoop
 from ._sliding_log import make_limiter
 
 __all__ = ["AsyncWhop"]
@@ -261,50 +261,78 @@ class AsyncWhop:
         derived._closed = self._closed
         return derived
 
-    async def _request(self, options: RequestOptions[_ModelT]) -> _ModelT:
+    async def _request(
+        self,
+        operation: Operation[_ModelT],
+        body: object,
+        *,
+        idempotency_key: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        max_rate_limit_wait: float | NotGiven = NOT_GIVEN,
+    ) -> _ModelT:
         """The one request path: every resource method is a few lines over this.
 
-        Checks and serializes the call once (bad input raises here, before anything is sent),
-        then runs the request loop: the rate limiter and the observers on every attempt,
-        retries with one idempotency key, the 2xx structured into the operation's ``cast_to``.
+        Checks and serializes the call once into a ``PreparedRequest`` (bad input raises here,
+        before anything is sent), then runs the request loop over it: the rate limiter and the
+        observers on every attempt, retries with one idempotency key (a new random one when
+        ``None``), the 2xx structured into the operation's ``cast_to``.
         """
         if self._closed or self._pool.closed:
             raise ClientClosedError(
                 "This client has been closed; create a new AsyncWhop to send more requests."
             )
-        request = self._prepare(options)
+        request = self._prepare(
+            operation,
+            body,
+            idempotency_key=idempotency_key,
+            extra_headers=extra_headers,
+            extra_body=extra_body,
+            timeout=timeout,
+            max_rate_limit_wait=max_rate_limit_wait,
+        )
         result: _ModelT = await self._loop.run(
             request, observers_for(request.call, self._observers)
         )
         return result
 
-    def _prepare(self, options: RequestOptions[Any]) -> PreparedRequest:
+    def _prepare(
+        self,
+        operation: Operation[Any],
+        body: object,
+        *,
+        idempotency_key: str | None,
+        extra_headers: Mapping[str, str] | None,
+        extra_body: Mapping[str, Any] | None,
+        timeout: float | NotGiven | None,
+        max_rate_limit_wait: float | NotGiven,
+    ) -> PreparedRequest:
         config = self._config
-        key = options.idempotency_key
+        key = idempotency_key
         if key is None:
             key = new_idempotency_key()
         else:
             check_header_value("idempotency_key", key)
         headers = dict(config.headers)
-        if options.extra_headers is not None:
-            headers.update(check_headers("extra_headers", options.extra_headers))
+        if extra_headers is not None:
+            headers.update(check_headers("extra_headers", extra_headers))
         headers[IDEMPOTENCY_KEY_HEADER] = key
-        timeout = config.aiohttp_timeout
-        if not isinstance(options.timeout, NotGiven):
-            timeout = aiohttp.ClientTimeout(total=check_timeout("timeout", options.timeout))
-        max_rate_limit_wait = config.max_rate_limit_wait
-        if not isinstance(options.max_rate_limit_wait, NotGiven):
-            check_seconds("max_rate_limit_wait", options.max_rate_limit_wait)
-            max_rate_limit_wait = options.max_rate_limit_wait
-        operation = options.operation
+        attempt_timeout = config.aiohttp_timeout
+        if not isinstance(timeout, NotGiven):
+            attempt_timeout = aiohttp.ClientTimeout(total=check_timeout("timeout", timeout))
+        if isinstance(max_rate_limit_wait, NotGiven):
+            max_rate_limit_wait = config.max_rate_limit_wait
+        else:
+            check_seconds("max_rate_limit_wait", max_rate_limit_wait)
         url = f"{config.api_root}{operation.path}"
         return PreparedRequest(  # by position, in the fields' order: 3k fewer instructions
             CallInfo(operation.name, operation.method, url, operation.limiter_key, key),
             URL(url),
             headers,
-            dump_json(options.body, options.extra_body),
+            dump_json(body, extra_body),
             operation.cast_to,
-            timeout,
+            attempt_timeout,
             max_rate_limit_wait,
         )
 

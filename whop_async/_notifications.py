@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from ._config import NOT_GIVEN, NotGiven
 from ._exceptions import InvalidParamsError
 from ._models import ID, NotificationCreateParams, NotificationCreateResponse
-from ._request_loop import Operation, RequestOptions
+from ._request_loop import Operation
 
 if TYPE_CHECKING:
     from ._client import AsyncWhop
@@ -117,15 +117,13 @@ class NotificationsResource:
                 "params", f"must be a NotificationCreateParams, got {type(params).__name__}"
             )
         return await self._client._request(
-            RequestOptions(
-                operation=_CREATE,
-                body=params,
-                idempotency_key=params.idempotency_key,
-                extra_headers=_merged(params.extra_headers, extra_headers),
-                extra_body=_merged(params.extra_body, extra_body),
-                timeout=timeout,
-                max_rate_limit_wait=max_rate_limit_wait,
-            )
+            _CREATE,
+            params,
+            idempotency_key=params.idempotency_key,
+            extra_headers=_merged(params.extra_headers, extra_headers),
+            extra_body=_merged(params.extra_body, extra_body),
+            timeout=timeout,
+            max_rate_limit_wait=max_rate_limit_wait,
         )
 
 

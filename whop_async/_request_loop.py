@@ -20,7 +20,7 @@ import attrs
 from yarl import URL
 
 from ._clock import Clock
-from ._config import NOT_GIVEN, ClientConfig, NotGiven
+from ._config import ClientConfig
 from ._converter import load_json, wire_values
 from ._exceptions import (
     APIConnectionError,
@@ -36,7 +36,7 @@ from ._pool import Pool
 from ._ratelimit import RateLimiter
 from ._retry import asked_wait, rate_limit_delay, retry_delay, should_retry_status
 
-__all__ = ["Operation", "PreparedRequest", "RequestLoop", "RequestOptions"]
+__all__ = ["Operation", "PreparedRequest", "RequestLoop"]
 
 _ModelT = TypeVar("_ModelT")
 
@@ -62,23 +62,12 @@ class Operation(Generic[_ModelT]):
         return f"{self.method} {self.path}"
 
 
-@attrs.define(kw_only=True)
-class RequestOptions(Generic[_ModelT]):
-    """Everything one call asks of the client: what a resource method hands to ``_request``."""
-
-    operation: Operation[_ModelT]
-    body: object
-    """A request model, serialized once by the converter."""
-    idempotency_key: str | None = None
-    """Sent with every attempt; a new random key when ``None``."""
-    extra_headers: Mapping[str, str] | None = None
-    extra_body: Mapping[str, Any] | None = None
-    timeout: float | NotGiven | None = NOT_GIVEN
-    max_rate_limit_wait: float | NotGiven = NOT_GIVEN
-
-
 class PreparedRequest(NamedTuple):
-    """One call, checked and serialized once: every attempt sends exactly these bytes."""
+    """One call, checked and serialized once: the options the request loop runs it with.
+
+    Every attempt sends exactly these bytes, with these headers (the idempotency key and a
+    call's extra headers included).
+    """
 
     call: CallInfo
     url: URL
