@@ -179,6 +179,42 @@ async def test_cancelling_a_waiting_call_takes_nothing_from_the_budget(redis_url
     assert permit.wait_kind == "shared"
 
 
+async def test_processes_learn_the_requests_of_a_burst_the_server_took(redis_url: str) -> None:
+    # Two processes share a burst; the server took 10 of its 12 requests and refused two, one
+    # started before some it took and one after them, each answered in the other process.
+    learned_key = f"{KEY_PREFIX}:{{burst}}:{OPERATION}:learned"
+
+    async def lesson(redis: aioredis.Redis) -> int:
+        return int((await redis.get(learned_key)).split()[0])
+
+    async with (
+        RedisRateLimiter(redis_url, name="burst") as first,
+        RedisRateLimiter(redis_url, name="burst") as second,
+        aioredis.Redis.from_url(redis_url) as redis,
+    ):
+        for _ in range(7):
+            permit = await first.acquire(OPERATION)
+            permit.record(200)
+            await first.release(OPERATION, permit)
+        refused = await first.acquire(OPERATION)
+        taken = [await second.acquire(OPERATION) for _ in range(3)]
+        straggler = await second.acquire(OPERATION)
+
+        refused.record(429, retry_after=5.0)
+        await first.release(OPERATION, refused)
+        provisional = await lesson(redis)  # the four still in flight count as let through
+        straggler.record(429, retry_after=5.0)
+        await second.release(OPERATION, straggler)
+        for permit in taken:
+            permit.record(200)
+            await second.release(OPERATION, permit)
+
+        assert (provisional, await lesson(redis)) == (11, 10)
+        pace = second.pacing_rate(OPERATION)
+        assert pace is not None
+        assert 10 / 5.3 < pace < 10 / 5.0  # 10 in the burst's few ms plus the 5 s asked
+
+
 async def test_unreachable_redis_fails_the_call_naming_redis(
     whop_logs: list[logging.LogRecord],
 ) -> None:
