@@ -56,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
 
 from ._config import API_KEY_ENV
 from ._exceptions import InvalidParamsError, WhopError, shorten
-from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit
+from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, safe_window
 from ._sliding_log import Admission, Learned, MemoryStore, PauseOutcome, SlidingLogLimiter
 
 __all__ = ["KEY_PREFIX", "RateLimiterUnavailableError", "RedisRateLimiter"]
@@ -117,8 +117,10 @@ return {0, now, 0, paused, requests, per, at, burst}
 """
 
 # KEYS: the pause, the log, the 429s of the latest burst that met any ("burst_us count").
-# ARGV: the wait, the time to count starts from, the burst of this 429. Pushes pause-until out,
-# never back, and counts this 429 unless a later burst has met some.
+# ARGV: the wait, the time to count starts from, the burst of this 429, how long to keep the
+# pause and the count past the wait (ms). Pushes pause-until out, never back, and counts this
+# 429 unless a later burst has met some. The pause outlives its wait by a window: its end is the
+# start of the next burst (the epoch of try_start), which the next 429 counts from.
 # Returns {starts counted, the first of them (-1: none), 429s of the burst (0: too late)}.
 _PAUSE: Final = """
 local function f(x) return string.format('%.0f', x) end
@@ -126,7 +128,7 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local wait = tonumber(ARGV[1])
 local paused = tonumber(redis.call('GET', KEYS[1]) or '-1')
-local keep = f(math.ceil(wait / 1000) + 1000)
+local keep = f(math.ceil(wait / 1000) + tonumber(ARGV[4]))
 if now + wait > paused then
   redis.call('SET', KEYS[1], f(now + wait), 'PX', keep)
 end
@@ -253,6 +255,7 @@ class _RedisStore:
         )
         self._fallback_until = -math.inf
         self._degraded = False
+        self._keep_pause_ms = math.ceil(safe_window(limit.per) * 1000) + 1000
 
     @property
     def shared(self) -> bool:
@@ -330,6 +333,7 @@ class _RedisStore:
                     _micros(seconds),
                     _micros(since) if since > -math.inf else "-inf",
                     _micros_or_none(burst),
+                    self._keep_pause_ms,
                 ],
             )
         except (RedisError, OSError) as exc:
