@@ -179,6 +179,65 @@ async def test_cancelling_a_waiting_call_takes_nothing_from_the_budget(redis_url
     assert permit.wait_kind == "shared"
 
 
+async def test_processes_learn_the_requests_of_a_burst_the_server_took(redis_url: str) -> None:
+    # Two processes share a burst; the server took 10 of its 12 requests and refused two, one
+    # started before some it took and one after them, each answered in the other process.
+    learned_key = f"{KEY_PREFIX}:{{burst}}:{OPERATION}:learned"
+
+    async def lesson(redis: aioredis.Redis) -> int:
+        return int((await redis.get(learned_key)).split()[0])
+
+    async with (
+        RedisRateLimiter(redis_url, name="burst") as first,
+        RedisRateLimiter(redis_url, name="burst") as second,
+        aioredis.Redis.from_url(redis_url) as redis,
+    ):
+        for _ in range(7):
+            permit = await first.acquire(OPERATION)
+            permit.record(200)
+            await first.release(OPERATION, permit)
+        refused = await first.acquire(OPERATION)
+        taken = [await second.acquire(OPERATION) for _ in range(3)]
+        straggler = await second.acquire(OPERATION)
+
+        refused.record(429, retry_after=5.0)
+        await first.release(OPERATION, refused)
+        provisional = await lesson(redis)  # the four still in flight count as let through
+        straggler.record(429, retry_after=5.0)
+        await second.release(OPERATION, straggler)
+        for permit in taken:
+            permit.record(200)
+            await second.release(OPERATION, permit)
+
+        assert (provisional, await lesson(redis)) == (11, 10)
+        pace = second.pacing_rate(OPERATION)
+        assert pace is not None
+        assert 10 / 5.3 < pace < 10 / 5.0  # 10 in the burst's few ms plus the 5 s asked
+
+
+async def test_a_burst_after_a_pause_is_counted_from_the_pauses_end(redis_url: str) -> None:
+    # The pause's end is where the next burst starts: it must outlive the wait, or a 429 of
+    # that burst counts the one before it too.
+    async with RedisRateLimiter(redis_url, limit=RateLimit(100, per=2.0), name="epoch") as limiter:
+
+        async def attempt(status: int = 200) -> None:
+            permit = await limiter.acquire(OPERATION)
+            permit.record(status, retry_after=0.1 if status == 429 else None)
+            await limiter.release(OPERATION, permit)
+
+        for _ in range(5):
+            await attempt()
+        await attempt(429)
+        await asyncio.sleep(1.2)  # past the pause, and past the second after it
+        for _ in range(3):
+            await attempt()
+        await attempt(429)
+
+        pace = limiter.pacing_rate(OPERATION)
+        assert pace is not None
+        assert 3 / 0.5 < pace < 3 / 0.1  # 3 in a few ms and the 0.1 s asked, not 5 or 8
+
+
 async def test_unreachable_redis_fails_the_call_naming_redis(
     whop_logs: list[logging.LogRecord],
 ) -> None:

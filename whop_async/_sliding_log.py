@@ -11,13 +11,17 @@ learned, and answers atomically.
   for, not only the call that met it.
 * **Learning.** A 429 that asks for a wait of at least ``EVIDENCE_SHARE`` of the configured
   window is evidence of a smaller budget per window (another sender on the key, a shorter
-  window). The requests let through since the last pause, ``k``, over the time they took plus
-  the wait asked, is what the server allows, but never over ``k`` waits: the limiter never
-  paces slower than one request per wait asked. The limiter then also keeps that budget.
-  Shorter waits (scattered 429s) are answered by the pause alone. A 429 met by an attempt
-  that started before another 429's pause is a straggler of the same burst and teaches
-  nothing. The learned count grows back by ``RECOVERY_PER_WINDOW`` of itself per configured
-  window and is dropped once it reaches the configured count.
+  window). The requests of the burst it ends (those started since the last pause) that the
+  server did not refuse, ``k``, over the time they took plus the wait asked, is what the
+  server allows, but never over ``k`` waits: the limiter never paces slower than one request
+  per wait asked. The limiter then also keeps that budget. Shorter waits (scattered 429s) are
+  answered by the pause alone. The first 429 of a burst counts the requests still in flight as
+  let through; each later one of the same burst (a straggler, in flight when the first came)
+  takes itself off that count. The store keeps the latest burst's smallest count, so the
+  lesson ends as the burst's successes, whatever order the answers arrive in, and however
+  the starts of several processes interleave with their arrivals. The learned count grows back
+  by ``RECOVERY_PER_WINDOW`` of itself per configured window and is dropped once it reaches
+  the configured count.
 
 Waiters are served first come, first served within a process: one at a time asks the store,
 so a crowd of waiting calls is not woken for every slot, and a newcomer never overtakes them.
@@ -70,6 +74,18 @@ class Learned(NamedTuple):
     requests: int
     per: float
     at: float
+    burst: float
+    """The burst it was learned from, named by the end of the pause before it (-inf: none)."""
+
+    def replaced_by(self, other: Learned) -> bool:
+        """Whether ``other`` is the better lesson: of a later burst, or of this one and smaller.
+
+        A burst's 429s come back in any order, each counting one refusal more than the one
+        before: keeping the smallest count keeps the last of them.
+        """
+        return other.burst > self.burst or (
+            other.burst == self.burst and other.requests < self.requests
+        )
 
 
 class Admission(NamedTuple):
@@ -88,14 +104,15 @@ class Admission(NamedTuple):
 
 
 class PauseOutcome(NamedTuple):
-    """What a store knew when it was told to pause."""
+    """What a store knew when it was told to pause after a 429."""
 
-    previous: float
-    """The end of the pause in force before this one (store clock; -inf for none)."""
     starts: int
-    """Starts logged in the interval asked about, its ends included."""
+    """Starts logged since the time asked about (that time included)."""
     first: float | None
     """The earliest of them."""
+    refused: int
+    """The 429s of the burst asked about, this one included; 0 when a later burst has had
+    429s (this one is then too late to teach anything)."""
 
 
 class Store(Protocol):
@@ -113,23 +130,26 @@ class Store(Protocol):
         window)``, fewer than ``requests`` started in the last ``window`` seconds."""
 
     async def pause(
-        self, operation: str, seconds: float, *, since: float, until: float
+        self, operation: str, seconds: float, *, since: float, burst: float
     ) -> PauseOutcome:
-        """Push the pause out to ``seconds`` from now (never back), and count the starts
-        logged in ``[since, until]``."""
+        """Push the pause out to ``seconds`` from now (never back), count the starts logged
+        since ``since``, and count this 429 among those of ``burst``."""
 
-    async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> None:
+    async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> Learned:
         """Hold ``budget`` (its ``at`` is ignored: the store stamps its own now) for
-        ``keep_for`` seconds at most."""
+        ``keep_for`` seconds at most, unless the lesson held is better
+        (``Learned.replaced_by``); return the lesson held."""
 
 
 class _MemoryOperation:
-    __slots__ = ("learned", "pause_until", "starts")
+    __slots__ = ("learned", "pause_until", "refused", "starts")
 
     def __init__(self, requests: int) -> None:
         self.starts: deque[float] = deque(maxlen=requests)
         self.pause_until = -math.inf
         self.learned: Learned | None = None
+        self.refused = (-math.inf, 0)
+        """The latest burst that met 429s, and how many."""
 
 
 class MemoryStore:
@@ -166,16 +186,24 @@ class MemoryStore:
         return Admission(0.0, now, False, state.pause_until, state.learned)
 
     async def pause(
-        self, operation: str, seconds: float, *, since: float, until: float
+        self, operation: str, seconds: float, *, since: float, burst: float
     ) -> PauseOutcome:
         state = self._operation(operation)
-        previous = state.pause_until
-        state.pause_until = max(previous, self._clock.now() + seconds)
-        counted = [start for start in state.starts if since <= start <= until]
-        return PauseOutcome(previous, len(counted), counted[0] if counted else None)
+        state.pause_until = max(state.pause_until, self._clock.now() + seconds)
+        latest, refused = state.refused
+        if burst >= latest:
+            refused = refused + 1 if burst == latest else 1
+            state.refused = (burst, refused)
+        else:
+            refused = 0
+        counted = [start for start in state.starts if start >= since]
+        return PauseOutcome(len(counted), counted[0] if counted else None, refused)
 
-    async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> None:
-        self._operation(operation).learned = budget._replace(at=self._clock.now())
+    async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> Learned:
+        state = self._operation(operation)
+        if state.learned is None or state.learned.replaced_by(budget):
+            state.learned = budget._replace(at=self._clock.now())
+        return state.learned
 
 
 class _Operation:
@@ -260,29 +288,29 @@ class SlidingLogLimiter(RateLimiter):
             return
         asked = permit.retry_after
         wait = pause_after_429(asked)
+        # The burst: the attempts let through since the last pause ended (at most a window).
         since = max(permit.epoch, permit.started_at - self._window)
-        outcome = await self._store.pause(operation, wait, since=since, until=permit.started_at)
-        if outcome.previous > permit.started_at:
-            return  # a straggler: another 429 paused the operation after this attempt started
+        outcome = await self._store.pause(operation, wait, since=since, burst=permit.epoch)
         if asked is None or asked < EVIDENCE_SHARE * self._limit.per:
             return  # no wait asked, or a short one: the pause answers it
-        let_through = outcome.starts - 1  # those logged up to this attempt, but itself
-        if let_through < 1 or outcome.first is None:
+        # No attempt starts while the pause holds: the burst's starts are all logged, and those
+        # not refused yet (still in flight, or answered) count as let through.
+        let_through = outcome.starts - outcome.refused
+        if outcome.refused < 1 or let_through < 1 or outcome.first is None:
             return
         if let_through >= self._limit.requests:
             return  # as many as configured got through: nothing stricter to learn
         # The server let k through in the span and frees room in w: its window is at most
         # span + w. It is never taken as longer than k * w, so the pace learned is never slower
         # than one request per wait asked (429s that are faults, not a limit, cannot collapse it).
-        span = permit.started_at - outcome.first
-        budget = Learned(let_through, min(span + wait, let_through * wait), 0.0)
+        span = max(0.0, permit.started_at - outcome.first)
+        budget = Learned(let_through, min(span + wait, let_through * wait), 0.0, permit.epoch)
         growth = math.log(self._limit.requests / budget.requests)
         windows_to_recover = growth / math.log1p(RECOVERY_PER_WINDOW)
-        await self._store.learn(
+        held = await self._store.learn(
             operation, budget, keep_for=(windows_to_recover + 1.0) * self._limit.per
         )
-        state = self._operation(operation)  # known here at once, not only at the next ask
-        state.learned = budget._replace(at=max(state.seen_at, permit.started_at))
+        self._operation(operation).learned = held  # known here at once, not only at the next ask
 
     def pacing_rate(self, operation: str) -> float | None:
         state = self._operations.get(operation)

@@ -56,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
 
 from ._config import API_KEY_ENV
 from ._exceptions import InvalidParamsError, WhopError, shorten
-from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit
+from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, safe_window
 from ._sliding_log import Admission, Learned, MemoryStore, PauseOutcome, SlidingLogLimiter
 
 __all__ = ["KEY_PREFIX", "RateLimiterUnavailableError", "RedisRateLimiter"]
@@ -73,26 +73,27 @@ REDIS_TIMEOUT: Final = 2.0
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 _MICROS: Final = 1_000_000
 
-# The three atomic steps of the store, each on Redis's clock, in microseconds.
+# The three atomic steps of the store, each on Redis's clock, in microseconds (-1: none).
 # KEYS: the log (a sorted set of start times), the pause (pause-until), the learned budget
-# ("requests per_us at_us"). ARGV: a member unique to this attempt, then (requests, window_us)
-# pairs. Returns {wait_us, now_us, paused, pause_until_us, learned requests, per_us, at_us}:
-# wait 0 means the attempt was admitted and logged. Numbers go to Redis through '%.0f': Lua's
-# own conversion keeps 14 digits, too few for microseconds since the epoch.
+# ("requests per_us at_us burst_us"). ARGV: a member unique to this attempt, then
+# (requests, window_us) pairs. Returns {wait_us, now_us, paused, pause_until_us, learned
+# requests, per_us, at_us, burst_us}: wait 0 means the attempt was admitted and logged. Numbers
+# go to Redis through '%.0f': Lua's own conversion keeps 14 digits, too few for microseconds
+# since the epoch.
 _TRY_START: Final = """
 local function f(x) return string.format('%.0f', x) end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '-1')
 local learned = redis.call('GET', KEYS[3])
-local requests, per, at = 0, 0, 0
+local requests, per, at, burst = 0, 0, 0, -1
 if learned then
   local fields = {}
   for field in string.gmatch(learned, '%S+') do fields[#fields + 1] = tonumber(field) end
-  requests, per, at = fields[1], fields[2], fields[3]
+  requests, per, at, burst = fields[1], fields[2], fields[3], fields[4] or -1
 end
 if paused > now then
-  return {paused - now, now, 1, paused, requests, per, at}
+  return {paused - now, now, 1, paused, requests, per, at, burst}
 end
 local wait = 0
 local longest = 0
@@ -107,37 +108,69 @@ for i = 2, #ARGV, 2 do
   end
 end
 if wait > 0 then
-  return {wait, now, 0, paused, requests, per, at}
+  return {wait, now, 0, paused, requests, per, at, burst}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', f(now - longest))
 redis.call('ZADD', KEYS[1], f(now), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], f(math.ceil(longest / 1000) + 1000))
-return {0, now, 0, paused, requests, per, at}
+return {0, now, 0, paused, requests, per, at, burst}
 """
 
-# KEYS: the pause, the log. ARGV: the wait, then the interval [since, until] to count starts in.
-# Pushes pause-until out, never back. Returns {previous pause-until (-1: none), count, first}.
+# KEYS: the pause, the log, the 429s of the latest burst that met any ("burst_us count").
+# ARGV: the wait, the time to count starts from, the burst of this 429, how long to keep the
+# pause and the count past the wait (ms). Pushes pause-until out, never back, and counts this
+# 429 unless a later burst has met some. The pause outlives its wait by a window: its end is the
+# start of the next burst (the epoch of try_start), which the next 429 counts from.
+# Returns {starts counted, the first of them (-1: none), 429s of the burst (0: too late)}.
 _PAUSE: Final = """
+local function f(x) return string.format('%.0f', x) end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local wait = tonumber(ARGV[1])
 local paused = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local keep = f(math.ceil(wait / 1000) + tonumber(ARGV[4]))
 if now + wait > paused then
-  redis.call('SET', KEYS[1], string.format('%.0f', now + wait), 'PX',
-    string.format('%.0f', math.ceil(wait / 1000) + 1000))
+  redis.call('SET', KEYS[1], f(now + wait), 'PX', keep)
 end
-local count = redis.call('ZCOUNT', KEYS[2], ARGV[2], ARGV[3])
-local first = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[3], 'WITHSCORES', 'LIMIT', 0, 1)
-return {paused, count, first[2] or -1}
+local burst = tonumber(ARGV[3])
+local latest, refused = -2, 0
+local held = redis.call('GET', KEYS[3])
+if held then
+  local fields = {}
+  for field in string.gmatch(held, '%S+') do fields[#fields + 1] = tonumber(field) end
+  latest, refused = fields[1], fields[2]
+end
+if burst >= latest then
+  if burst > latest then refused = 0 end
+  refused = refused + 1
+  redis.call('SET', KEYS[3], f(burst) .. ' ' .. refused, 'PX', keep)
+else
+  refused = 0
+end
+local count = redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')
+local first = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+return {count, first[2] or -1, refused}
 """
 
-# KEYS: the learned budget. ARGV: requests, per_us, how long to keep it (ms).
+# KEYS: the learned budget. ARGV: requests, per_us, how long to keep it (ms), burst_us.
+# Keeps the lesson held when it is better (Learned.replaced_by). Returns the lesson held, as
+# {requests, per_us, at_us, burst_us}.
 _LEARN: Final = """
+local requests, burst = tonumber(ARGV[1]), tonumber(ARGV[4])
+local held = redis.call('GET', KEYS[1])
+if held then
+  local fields = {}
+  for field in string.gmatch(held, '%S+') do fields[#fields + 1] = tonumber(field) end
+  local held_burst = fields[4] or -1
+  if burst < held_burst or (burst == held_burst and requests >= fields[1]) then
+    return {fields[1], fields[2], fields[3], held_burst}
+  end
+end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. string.format('%.0f', now),
-  'PX', ARGV[3])
-return 0
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. string.format('%.0f', now) ..
+  ' ' .. ARGV[4], 'PX', ARGV[3])
+return {requests, tonumber(ARGV[2]), now, burst}
 """
 
 
@@ -170,6 +203,23 @@ def _seconds(micros: float) -> float:
 
 def _micros(seconds: float) -> int:
     return round(seconds * _MICROS)
+
+
+def _time_or_none(micros: int) -> float:
+    """A time the scripts return, -1 standing for none (-inf)."""
+    return _seconds(micros) if micros >= 0 else -math.inf
+
+
+def _micros_or_none(seconds: float) -> int:
+    """A time for the scripts: -1 for none (-inf)."""
+    return _micros(seconds) if seconds > -math.inf else -1
+
+
+def _learned(requests: int, per: int, at: int, burst: int) -> Learned | None:
+    """The lesson the scripts return (0 requests: none)."""
+    if not requests:
+        return None
+    return Learned(requests, _seconds(per), _seconds(at), _time_or_none(burst))
 
 
 class _WallClock:
@@ -205,14 +255,15 @@ class _RedisStore:
         )
         self._fallback_until = -math.inf
         self._degraded = False
+        self._keep_pause_ms = math.ceil(safe_window(limit.per) * 1000) + 1000
 
     @property
     def shared(self) -> bool:
         return not self._degraded
 
-    def _keys(self, operation: str) -> tuple[str, str, str]:
+    def _keys(self, operation: str) -> tuple[str, str, str, str]:
         prefix = f"{KEY_PREFIX}:{{{self._name}}}:{operation}"
-        return f"{prefix}:log", f"{prefix}:pause", f"{prefix}:learned"
+        return f"{prefix}:log", f"{prefix}:pause", f"{prefix}:learned", f"{prefix}:refused"
 
     def _use_fallback(self) -> bool:
         return self._fallback is not None and time.monotonic() < self._fallback_until
@@ -225,7 +276,7 @@ class _RedisStore:
         for requests, window in windows:
             args += [requests, _micros(window)]
         try:
-            answer = await self._try_start(keys=self._keys(operation), args=args)
+            answer = await self._try_start(keys=self._keys(operation)[:3], args=args)
         except (RedisError, OSError) as exc:
             fallback = self._unavailable(exc)
             return await fallback.try_start(operation, windows)
@@ -236,10 +287,14 @@ class _RedisStore:
                 self.address,
                 self._name,
             )
-        wait, now, paused, pause_until, requests, per, at = (int(value) for value in answer)
-        learned = Learned(requests, _seconds(per), _seconds(at)) if requests else None
-        epoch = _seconds(pause_until) if pause_until >= 0 else -math.inf
-        return Admission(_seconds(wait), _seconds(now), bool(paused), epoch, learned)
+        wait, now, paused, pause_until, *learned = (int(value) for value in answer)
+        return Admission(
+            _seconds(wait),
+            _seconds(now),
+            bool(paused),
+            _time_or_none(pause_until),
+            _learned(*learned),
+        )
 
     def _unavailable(self, error: Exception) -> MemoryStore:
         """The store to use while Redis does not answer, or the error that says it does not."""
@@ -265,19 +320,20 @@ class _RedisStore:
         return self._fallback
 
     async def pause(
-        self, operation: str, seconds: float, *, since: float, until: float
+        self, operation: str, seconds: float, *, since: float, burst: float
     ) -> PauseOutcome:
         if self._use_fallback():
             assert self._fallback is not None
-            return await self._fallback.pause(operation, seconds, since=since, until=until)
-        log_key, pause_key, _ = self._keys(operation)
+            return await self._fallback.pause(operation, seconds, since=since, burst=burst)
+        log_key, pause_key, _, refused_key = self._keys(operation)
         try:
-            previous, count, first = await self._pause(
-                keys=[pause_key, log_key],
+            count, first, refused = await self._pause(
+                keys=[pause_key, log_key, refused_key],
                 args=[
                     _micros(seconds),
                     _micros(since) if since > -math.inf else "-inf",
-                    _micros(until),
+                    _micros_or_none(burst),
+                    self._keep_pause_ms,
                 ],
             )
         except (RedisError, OSError) as exc:
@@ -290,22 +346,24 @@ class _RedisStore:
                 type(exc).__name__,
                 shorten(str(exc), 200),
             )
-            return PauseOutcome(math.inf, 0, None)  # as a straggler: nothing to learn from
+            return PauseOutcome(0, None, 0)  # as a 429 too late: nothing to learn from
         return PauseOutcome(
-            _seconds(int(previous)) if int(previous) >= 0 else -math.inf,
-            int(count),
-            _seconds(float(first)) if float(first) >= 0 else None,
+            int(count), _seconds(float(first)) if float(first) >= 0 else None, int(refused)
         )
 
-    async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> None:
+    async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> Learned:
         if self._use_fallback():
             assert self._fallback is not None
-            await self._fallback.learn(operation, budget, keep_for=keep_for)
-            return
+            return await self._fallback.learn(operation, budget, keep_for=keep_for)
         try:
-            await self._learn(
+            held = await self._learn(
                 keys=[self._keys(operation)[2]],
-                args=[budget.requests, _micros(budget.per), max(1, round(keep_for * 1000))],
+                args=[
+                    budget.requests,
+                    _micros(budget.per),
+                    max(1, round(keep_for * 1000)),
+                    _micros_or_none(budget.burst),
+                ],
             )
         except (RedisError, OSError) as exc:
             logger.warning(
@@ -314,6 +372,10 @@ class _RedisStore:
                 type(exc).__name__,
                 shorten(str(exc), 200),
             )
+            return budget  # kept in this process at least
+        learned = _learned(*(int(value) for value in held))
+        assert learned is not None
+        return learned
 
 
 class RedisRateLimiter(SlidingLogLimiter):
