@@ -37,7 +37,7 @@ from ._config import (
 )
 from ._converter import dump_json
 from ._events import EventCallback, EventEmitter
-from ._exceptions import ClientClosedError, InvalidParamsError
+from ._exceptions import APIError, ClientClosedError, InvalidParamsError
 from ._headers import check_header_value, check_headers
 from ._keys import new_idempotency_key
 from ._logging import configure_from_environment
@@ -277,7 +277,9 @@ class AsyncWhop:
         Checks and serializes the call once into a ``PreparedRequest`` (bad input raises here,
         before anything is sent), then runs the request loop over it: the rate limiter and the
         observers on every attempt, retries with one idempotency key (a new random one when
-        ``None``), the 2xx structured into the operation's ``cast_to``.
+        ``None``), the 2xx structured into the operation's ``cast_to``. The observers hear of
+        the call's start and of its end, however it ends; every ``APIError`` raised carries
+        the call's idempotency key.
         """
         if self._closed or self._pool.closed:
             raise ClientClosedError(
@@ -292,10 +294,24 @@ class AsyncWhop:
             timeout=timeout,
             max_rate_limit_wait=max_rate_limit_wait,
         )
-        result: _ModelT = await self._loop.run(
-            request, observers_for(request.call, self._observers)
-        )
-        return result
+        observers = observers_for(request.call, self._observers)
+        for observer in observers:
+            observer.call_started(request.call)
+        response: _ModelT | None = None
+        failure: BaseException | None = None
+        try:
+            response = await self._loop.run(request, observers)
+            return response
+        except APIError as exc:
+            exc.idempotency_key = request.call.idempotency_key
+            failure = exc
+            raise
+        except BaseException as exc:  # cancellation too
+            failure = exc
+            raise
+        finally:
+            for observer in observers:
+                observer.call_ended(response, failure)
 
     def _prepare(
         self,

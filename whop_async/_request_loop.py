@@ -1,4 +1,4 @@
-"""The request loop: one call, its attempts, the rate limiter, retries and observers.
+"""The request loop: the attempts of one call, the rate limiter, retries and observers.
 
 Every call of every resource ends here, through ``AsyncWhop._request``. For each attempt the
 loop asks the observers (``_observe.py``), takes one permit of the rate limiter (waiting there
@@ -93,8 +93,8 @@ class RequestLoop:
         """Send ``request`` until it succeeds or may not be tried again; return its parsed 2xx.
 
         A 429 waits as the server asked (growing when 429s come in a row) without using a retry
-        while the call's 429 waits stay within ``max_rate_limit_wait``. Every ``APIError``
-        raised carries the call's idempotency key; the observers hear of every end.
+        while the call's 429 waits stay within ``max_rate_limit_wait``. The observers hear of
+        each attempt; the call's start and end are the caller's to tell (``AsyncWhop._request``).
 
         Raises:
             APIStatusError: a non-2xx answer not retried, or still failing after the retries.
@@ -103,25 +103,6 @@ class RequestLoop:
             ClientClosedError: the client was closed, or is used from another event loop.
             WhopError: an observer ended the call before an attempt (a bulk send stopping).
         """
-        for observer in observers:
-            observer.call_started(request.call)
-        response: Any = None
-        failure: BaseException | None = None
-        try:
-            response = await self._attempts(request, observers)
-            return response
-        except APIError as exc:
-            exc.idempotency_key = request.call.idempotency_key
-            failure = exc
-            raise
-        except BaseException as exc:  # cancellation too
-            failure = exc
-            raise
-        finally:
-            for observer in observers:
-                observer.call_ended(response, failure)
-
-    async def _attempts(self, request: PreparedRequest, observers: Sequence[CallObserver]) -> Any:
         config, clock, limiter = self._config, self._clock, self._limiter
         key = request.call.limiter_key
         debug = logger.isEnabledFor(logging.DEBUG)
