@@ -23,6 +23,7 @@ from whop_async import (  # noqa: E402
     AsyncWhop,
     Backoff,
     InvalidParamsError,
+    Permit,
     RateLimit,
     RateLimitWaitEvent,
     WhopError,
@@ -236,6 +237,36 @@ async def test_a_burst_after_a_pause_is_counted_from_the_pauses_end(redis_url: s
         pace = limiter.pacing_rate(OPERATION)
         assert pace is not None
         assert 3 / 0.5 < pace < 3 / 0.1  # 3 in a few ms and the 0.1 s asked, not 5 or 8
+
+
+async def test_a_refused_attempt_takes_no_room_from_the_shared_learned_budget(
+    redis_url: str,
+) -> None:
+    limit = RateLimit(100, per=60.0)
+    async with (
+        RedisRateLimiter(redis_url, limit=limit, name="accepted") as one,
+        RedisRateLimiter(redis_url, limit=limit, name="accepted") as two,
+    ):
+
+        async def attempt(
+            limiter: RedisRateLimiter, status: int = 200, wait: float | None = None
+        ) -> Permit:
+            permit = await limiter.acquire(OPERATION)
+            permit.record(status, retry_after=wait)
+            await limiter.release(OPERATION, permit)
+            return permit
+
+        await attempt(one)
+        await attempt(one)
+        await attempt(one, 429, wait=1.0)  # teaches 2 per second or so
+        await asyncio.sleep(1.2)  # the pause is over and the lesson's starts have left
+        await attempt(two)
+        await attempt(two, 429)  # refused: the server did not count it
+        await asyncio.sleep(0.1)  # past its minimum pause
+        third = await attempt(one)
+
+    assert one.pacing_rate(OPERATION) is not None
+    assert (third.waited, third.wait_kind) == (0.0, None)  # 1 of 2 taken, not 2 of 2
 
 
 async def test_unreachable_redis_fails_the_call_naming_redis(

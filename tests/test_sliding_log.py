@@ -111,6 +111,79 @@ async def test_a_429_that_asked_for_nothing_still_pauses_the_minimum() -> None:
     assert limiter.pacing_rate(OPERATION) is None  # no wait asked: no evidence of a budget
 
 
+async def test_after_a_pause_the_first_attempt_goes_alone_and_the_rest_follow_its_answer() -> None:
+    # Were the server's window longer than the limiter thinks, the first after the wait meets
+    # the 429, not every attempt let go before that 429 comes back.
+    limiter, clock = limiter_on(RateLimit(100, per=60.0))
+    await start(limiter, 429, wait=2.0)
+    waiting = [asyncio.ensure_future(limiter.acquire(OPERATION)) for _ in range(3)]
+    await clock.advance(2.0)
+
+    assert [task.done() for task in waiting] == [True, False, False]
+    first = waiting[0].result()
+    first.record(200)
+    await limiter.release(OPERATION, first)
+    await clock.advance(0)
+    assert all(task.done() for task in waiting)
+    assert [task.result().started_at for task in waiting] == [2.0, 2.0, 2.0]
+
+
+async def test_a_first_attempt_refused_again_holds_the_rest_for_its_pause() -> None:
+    limiter, clock = limiter_on(RateLimit(100, per=60.0))
+    await start(limiter, 429, wait=2.0)
+    waiting = [asyncio.ensure_future(limiter.acquire(OPERATION)) for _ in range(3)]
+    await clock.advance(2.0)
+    first = waiting[0].result()
+    first.record(429, retry_after=3.0)
+    await limiter.release(OPERATION, first)
+
+    await clock.advance(2.9)
+    assert [task.done() for task in waiting] == [True, False, False]
+    await clock.advance(0.1)  # the new pause is over: again one goes first, alone
+    assert [task.done() for task in waiting] == [True, True, False]
+    assert waiting[1].result().started_at == 5.0
+
+
+async def test_without_a_429_a_wait_for_the_window_lets_a_burst_go_at_once() -> None:
+    limiter, clock = limiter_on(RateLimit(2, per=10.0))
+    await start(limiter)
+    await start(limiter)
+    waiting = [asyncio.ensure_future(limiter.acquire(OPERATION)) for _ in range(2)]
+    await clock.advance(safe_window(10.0))
+
+    assert all(task.done() for task in waiting)  # the configured limit alone: no first one
+
+
+async def test_a_refused_attempt_takes_no_room_from_a_learned_budget() -> None:
+    # The server did not count the refused request: the learned budget does not either.
+    limiter, clock = limiter_on(RateLimit(100, per=100.0))
+    await start(limiter)
+    await start(limiter)
+    await start(limiter, 429, wait=10.0)  # learns 2 per 10 s
+    await clock.advance(20.0)
+    await start(limiter)
+    await start(limiter, 429, wait=None)  # refused: no evidence, a short pause
+    after = asyncio.ensure_future(start(limiter))
+    await clock.advance(MIN_RATE_LIMIT_PAUSE)
+
+    assert limiter.pacing_rate(OPERATION) == pytest.approx(2 / safe_window(10.0))
+    assert after.done()  # one of 2 taken in the last 10 s, not 2
+    assert after.result().started_at == pytest.approx(20.0 + MIN_RATE_LIMIT_PAUSE)
+
+
+async def test_a_refused_attempt_still_counts_against_the_configured_limit() -> None:
+    # The configured limit is the most the client sends, refused or not.
+    limiter, clock = limiter_on(RateLimit(2, per=10.0))
+    await start(limiter)
+    await start(limiter, 429, wait=None)
+    after = asyncio.ensure_future(start(limiter))
+    await clock.advance(1.0)
+
+    assert not after.done()
+    await clock.advance(safe_window(10.0))
+    assert after.result().started_at == pytest.approx(safe_window(10.0))
+
+
 async def test_a_long_wait_teaches_the_servers_budget_and_it_is_kept() -> None:
     # The client believes 600 a minute; the server took 60 in 0.5 s and asks for 5.5 s more:
     # it allows 60 per 6 s. The limiter keeps that from then on, bursts included.
@@ -231,7 +304,11 @@ async def test_a_learned_budget_grows_back_and_is_dropped_at_the_configured_one(
     await start(limiter, 429, wait=5.0)
     assert limiter.pacing_rate(OPERATION) == pytest.approx(20 / safe_window(5.0))
 
-    await clock.advance(limit.per)  # one configured window on: 10 % more
+    await clock.advance(limit.per)  # one configured window on: the lesson still holds
+    await start(limiter)
+    assert limiter.pacing_rate(OPERATION) == pytest.approx(20 / safe_window(5.0))
+
+    await clock.advance(limit.per)  # one more: 10 % more
     await start(limiter)
     assert limiter.pacing_rate(OPERATION) == pytest.approx(
         math.floor(20 * (1 + RECOVERY_PER_WINDOW)) / safe_window(5.0)

@@ -9,6 +9,17 @@ learned, and answers atomically.
   seconds (plus a small margin, ``safe_window``). Bursts up to the limit go at once.
 * **A 429 pauses everyone** sending that operation through the store, for the wait Whop asked
   for, not only the call that met it.
+* **After a wait, one goes first.** Once the limiter has seen the server limit (a pause after
+  a 429, or a learned budget in force), the first attempt it lets go after a wait goes alone:
+  the others follow once it is answered. A window that was not what the limiter thought costs
+  one 429, not as many as are let go in the time a 429 takes to come back (4 to 16 at
+  concurrency 16 in ``benchmarks/rate_limits.py`` (b)); a right one costs one round trip.
+* **Two logs.** The configured limit counts every start, refused or not: it is the most you
+  let the client send. A learned budget stands for what the server accepts, and counts only the
+  starts it did not refuse (Whop does not say whether a refused request counts; its emulator's
+  does not, and against a fixed window it makes no difference). Refused starts counted there
+  made every window after a lesson send part of its budget late
+  (``benchmarks/rate_limits.py`` (b), ``benchmarks/shared_limit.py`` (c)).
 * **Learning.** A 429 that asks for a wait of at least ``EVIDENCE_SHARE`` of the configured
   window is evidence of a smaller budget per window (another sender on the key, a shorter
   window). The requests of the burst it ends (those started since the last pause) that the
@@ -17,11 +28,13 @@ learned, and answers atomically.
   per wait asked. The limiter then also keeps that budget. Shorter waits (scattered 429s) are
   answered by the pause alone. The first 429 of a burst counts the requests still in flight as
   let through; each later one of the same burst (a straggler, in flight when the first came)
-  takes itself off that count. The store keeps the latest burst's smallest count, so the
-  lesson ends as the burst's successes, whatever order the answers arrive in, and however
-  the starts of several processes interleave with their arrivals. The learned count grows back
-  by ``RECOVERY_PER_WINDOW`` of itself per configured window and is dropped once it reaches
-  the configured count.
+  has taken itself off the accepted log, and so off that count. The store keeps the latest
+  burst's smallest count, so the lesson ends as the burst's successes, whatever order the
+  answers arrive in, and however the starts of several processes interleave with their
+  arrivals. The learned count holds for one configured window, then grows
+  back by ``RECOVERY_PER_WINDOW`` of itself per configured window, and is dropped once it
+  reaches the configured count. (Growing from the start cost a 429 every other window at the
+  server's own budget: ``benchmarks/rate_limits.py`` (b), 18 429s against 16.)
 
 Waiters are served first come, first served within a process: one at a time asks the store,
 so a crowd of waiting calls is not woken for every slot, and a newcomer never overtakes them.
@@ -30,9 +43,9 @@ so a crowd of waiting calls is not woken for every slot, and a newcomer never ov
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import deque
-from collections.abc import Sequence
 from typing import Final, NamedTuple, Protocol
 
 from ._clock import Clock, LoopClock
@@ -57,6 +70,7 @@ __all__ = [
     "PauseOutcome",
     "SlidingLogLimiter",
     "Store",
+    "Window",
     "make_limiter",
 ]
 
@@ -66,6 +80,9 @@ EVIDENCE_SHARE: Final = 0.01
 RECOVERY_PER_WINDOW: Final = 0.1
 #: The shortest sleep between two asks, so a wait rounded down to nothing is not a busy loop.
 MIN_SLEEP: Final = 0.001
+#: The longest the attempts behind a first one wait for its answer (seconds of the event loop),
+#: should its release never come (a limiter driven by hand).
+FIRST_ANSWER_TIMEOUT: Final = 30.0
 
 
 class Learned(NamedTuple):
@@ -107,12 +124,16 @@ class PauseOutcome(NamedTuple):
     """What a store knew when it was told to pause after a 429."""
 
     starts: int
-    """Starts logged since the time asked about (that time included)."""
+    """Starts not refused since the time asked about (that time included)."""
     first: float | None
     """The earliest of them."""
     refused: int
     """The 429s of the burst asked about, this one included; 0 when a later burst has had
     429s (this one is then too late to teach anything)."""
+
+
+#: ``(requests, window)``: fewer than ``requests`` starts in the last ``window`` seconds.
+Window = tuple[int, float]
 
 
 class Store(Protocol):
@@ -125,15 +146,16 @@ class Store(Protocol):
     def shared(self) -> bool:
         """True when other processes draw from the same budget."""
 
-    async def try_start(self, operation: str, windows: Sequence[tuple[int, float]]) -> Admission:
-        """Admit and log an attempt if no pause is in force and, for each ``(requests,
-        window)``, fewer than ``requests`` started in the last ``window`` seconds."""
+    async def try_start(self, operation: str, limit: Window, learned: Window | None) -> Admission:
+        """Admit and log an attempt if no pause is in force, ``limit`` holds over every start,
+        and ``learned`` (if any) over the starts not refused."""
 
     async def pause(
-        self, operation: str, seconds: float, *, since: float, burst: float
+        self, operation: str, seconds: float, *, since: float, burst: float, start: float
     ) -> PauseOutcome:
-        """Push the pause out to ``seconds`` from now (never back), count the starts logged
-        since ``since``, and count this 429 among those of ``burst``."""
+        """Push the pause out to ``seconds`` from now (never back), take the refused attempt
+        (started at ``start``) off the starts not refused, count those since ``since``, and
+        count this 429 among those of ``burst``."""
 
     async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> Learned:
         """Hold ``budget`` (its ``at`` is ignored: the store stamps its own now) for
@@ -142,10 +164,12 @@ class Store(Protocol):
 
 
 class _MemoryOperation:
-    __slots__ = ("learned", "pause_until", "refused", "starts")
+    __slots__ = ("accepted", "learned", "pause_until", "refused", "starts")
 
     def __init__(self, requests: int) -> None:
         self.starts: deque[float] = deque(maxlen=requests)
+        self.accepted: deque[float] = deque(maxlen=requests)
+        """The starts not refused (a learned budget is below the configured one: it fits)."""
         self.pause_until = -math.inf
         self.learned: Learned | None = None
         self.refused = (-math.inf, 0)
@@ -170,25 +194,26 @@ class MemoryStore:
             state = self._operations[operation] = _MemoryOperation(self._requests)
         return state
 
-    async def try_start(self, operation: str, windows: Sequence[tuple[int, float]]) -> Admission:
+    async def try_start(self, operation: str, limit: Window, learned: Window | None) -> Admission:
         state = self._operation(operation)
         now = self._clock.now()
         if state.pause_until > now:
             return Admission(state.pause_until - now, now, True, state.pause_until, state.learned)
-        starts = state.starts
-        wait = 0.0
-        for requests, window in windows:
-            if len(starts) >= requests:
-                wait = max(wait, starts[-requests] + window - now)
+        wait = _wait_in(state.starts, limit, now)
+        if learned is not None:
+            wait = max(wait, _wait_in(state.accepted, learned, now))
         if wait > 0:
             return Admission(wait, now, False, state.pause_until, state.learned)
-        starts.append(now)
+        state.starts.append(now)
+        state.accepted.append(now)
         return Admission(0.0, now, False, state.pause_until, state.learned)
 
     async def pause(
-        self, operation: str, seconds: float, *, since: float, burst: float
+        self, operation: str, seconds: float, *, since: float, burst: float, start: float
     ) -> PauseOutcome:
         state = self._operation(operation)
+        with contextlib.suppress(ValueError):  # already gone: older than the longest window
+            state.accepted.remove(start)
         state.pause_until = max(state.pause_until, self._clock.now() + seconds)
         latest, refused = state.refused
         if burst >= latest:
@@ -196,7 +221,7 @@ class MemoryStore:
             state.refused = (burst, refused)
         else:
             refused = 0
-        counted = [start for start in state.starts if start >= since]
+        counted = [at for at in state.accepted if at >= since]
         return PauseOutcome(len(counted), counted[0] if counted else None, refused)
 
     async def learn(self, operation: str, budget: Learned, *, keep_for: float) -> Learned:
@@ -206,13 +231,22 @@ class MemoryStore:
         return state.learned
 
 
+def _wait_in(log: deque[float], window: Window, now: float) -> float:
+    """Seconds until fewer than ``requests`` of ``log`` are in the last ``window`` seconds."""
+    requests, seconds = window
+    return log[-requests] + seconds - now if len(log) >= requests else 0.0
+
+
 class _Operation:
     """This process's view of one operation: its queue, and the budget last seen learned."""
 
-    __slots__ = ("learned", "lock", "seen_at", "wait_kind")
+    __slots__ = ("first", "first_answered", "learned", "lock", "seen_at", "wait_kind")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
+        self.first: Permit | None = None
+        """The attempt let go alone after a wait, until it is answered."""
+        self.first_answered: asyncio.Future[None] | None = None
         self.learned: Learned | None = None
         self.seen_at = 0.0
         self.wait_kind: WaitKind = "local"
@@ -231,6 +265,7 @@ class SlidingLogLimiter(RateLimiter):
         self._store = store
         self._clock = clock or LoopClock()
         self._window = safe_window(limit.per)
+        self._configured: Window = (limit.requests, self._window)
         self._operations: dict[str, _Operation] = {}
 
     @property
@@ -247,29 +282,36 @@ class SlidingLogLimiter(RateLimiter):
         """The learned count grown back since it was learned; ``None`` once fully recovered."""
         if learned is None:
             return None
-        windows = max(0.0, now - learned.at) / self._limit.per
+        windows = max(0.0, now - learned.at - self._limit.per) / self._limit.per
         grown = math.floor(learned.requests * (1.0 + RECOVERY_PER_WINDOW) ** windows)
         return grown if grown < self._limit.requests else None
 
-    def _windows(self, state: _Operation) -> list[tuple[int, float]]:
-        windows = [(self._limit.requests, self._window)]
+    def _learned_window(self, state: _Operation) -> Window | None:
+        """The learned budget as it stands (grown back), or ``None`` when there is none."""
         learned = state.learned
         requests = self._learned_requests(learned, state.seen_at)
-        if learned is not None and requests is not None:
-            windows.append((requests, safe_window(learned.per)))
-        return windows
+        if learned is None or requests is None:
+            return None
+        return requests, safe_window(learned.per)
 
     async def acquire(self, operation: str) -> Permit:
         state = self._operation(operation)
         entered = self._clock.now()
         queued = state.lock.locked()
         async with state.lock:  # first come, first served: queued here, one asks at a time
+            answered = state.first_answered
+            if answered is not None and not answered.done():
+                await asyncio.wait([answered], timeout=FIRST_ANSWER_TIMEOUT)
             longest = 0.0
+            limited = False  # the server limits: a pause was met, or a budget was learned
             while True:
-                admission = await self._store.try_start(operation, self._windows(state))
+                learned = self._learned_window(state)
+                limited = limited or learned is not None
+                admission = await self._store.try_start(operation, self._configured, learned)
                 state.learned, state.seen_at = admission.learned, admission.now
                 if admission.wait <= 0:
                     break
+                limited = limited or admission.paused
                 sleep = max(admission.wait, MIN_SLEEP)
                 if sleep >= longest:
                     longest = sleep
@@ -279,23 +321,40 @@ class SlidingLogLimiter(RateLimiter):
                 await self._clock.sleep(sleep)
         permit = Permit(admission.now)
         permit.epoch = admission.epoch
+        if longest and limited:  # the first after a wait goes alone
+            state.first, state.first_answered = permit, asyncio.get_running_loop().create_future()
         if longest or queued:  # asleep itself, or queued behind one who was: the same wait
             permit.waited, permit.wait_kind = self._clock.now() - entered, state.wait_kind
         return permit
 
     async def release(self, operation: str, permit: Permit) -> None:
+        state = self._operation(operation)
+        if state.first is not permit:
+            await self._learn_from(operation, permit)
+            return
+        try:  # the pause, if any, is in force before the others go
+            await self._learn_from(operation, permit)
+        finally:
+            state.first = None
+            if state.first_answered is not None and not state.first_answered.done():
+                state.first_answered.set_result(None)
+
+    async def _learn_from(self, operation: str, permit: Permit) -> None:
+        """Pause everyone after a 429, and learn a smaller budget from it if there is one."""
         if permit.status != 429:
             return
         asked = permit.retry_after
         wait = pause_after_429(asked)
         # The burst: the attempts let through since the last pause ended (at most a window).
         since = max(permit.epoch, permit.started_at - self._window)
-        outcome = await self._store.pause(operation, wait, since=since, burst=permit.epoch)
+        outcome = await self._store.pause(
+            operation, wait, since=since, burst=permit.epoch, start=permit.started_at
+        )
         if asked is None or asked < EVIDENCE_SHARE * self._limit.per:
             return  # no wait asked, or a short one: the pause answers it
         # No attempt starts while the pause holds: the burst's starts are all logged, and those
         # not refused yet (still in flight, or answered) count as let through.
-        let_through = outcome.starts - outcome.refused
+        let_through = outcome.starts
         if outcome.refused < 1 or let_through < 1 or outcome.first is None:
             return
         if let_through >= self._limit.requests:
@@ -308,19 +367,17 @@ class SlidingLogLimiter(RateLimiter):
         growth = math.log(self._limit.requests / budget.requests)
         windows_to_recover = growth / math.log1p(RECOVERY_PER_WINDOW)
         held = await self._store.learn(
-            operation, budget, keep_for=(windows_to_recover + 1.0) * self._limit.per
+            operation, budget, keep_for=(windows_to_recover + 2.0) * self._limit.per
         )
         self._operation(operation).learned = held  # known here at once, not only at the next ask
 
     def pacing_rate(self, operation: str) -> float | None:
         state = self._operations.get(operation)
-        if state is None:
+        window = None if state is None else self._learned_window(state)
+        if window is None:
             return None
-        learned = state.learned
-        requests = self._learned_requests(learned, state.seen_at)
-        if learned is None or requests is None:
-            return None
-        return min(requests / safe_window(learned.per), self._limit.rate)
+        requests, seconds = window
+        return min(requests / seconds, self._limit.rate)
 
 
 class LocalRateLimiter(SlidingLogLimiter):

@@ -40,7 +40,6 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Sequence
 from types import TracebackType
 from typing import Final, Literal
 
@@ -57,7 +56,14 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
 from ._config import API_KEY_ENV
 from ._exceptions import InvalidParamsError, WhopError, shorten
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimit, safe_window
-from ._sliding_log import Admission, Learned, MemoryStore, PauseOutcome, SlidingLogLimiter
+from ._sliding_log import (
+    Admission,
+    Learned,
+    MemoryStore,
+    PauseOutcome,
+    SlidingLogLimiter,
+    Window,
+)
 
 __all__ = ["KEY_PREFIX", "RateLimiterUnavailableError", "RedisRateLimiter"]
 
@@ -75,8 +81,9 @@ _MICROS: Final = 1_000_000
 
 # The three atomic steps of the store, each on Redis's clock, in microseconds (-1: none).
 # KEYS: the log (a sorted set of start times), the pause (pause-until), the learned budget
-# ("requests per_us at_us burst_us"). ARGV: a member unique to this attempt, then
-# (requests, window_us) pairs. Returns {wait_us, now_us, paused, pause_until_us, learned
+# ("requests per_us at_us burst_us"), the accepted log (the starts not refused). ARGV: a member
+# unique to this attempt, the configured (requests, window_us), then the learned one if any,
+# which counts the accepted log. Returns {wait_us, now_us, paused, pause_until_us, learned
 # requests, per_us, at_us, burst_us}: wait 0 means the attempt was admitted and logged. Numbers
 # go to Redis through '%.0f': Lua's own conversion keeps 14 digits, too few for microseconds
 # since the epoch.
@@ -95,32 +102,35 @@ end
 if paused > now then
   return {paused - now, now, 1, paused, requests, per, at, burst}
 end
-local wait = 0
-local longest = 0
-for i = 2, #ARGV, 2 do
-  local limit = tonumber(ARGV[i])
-  local window = tonumber(ARGV[i + 1])
-  longest = math.max(longest, window)
-  local count = redis.call('ZCOUNT', KEYS[1], '(' .. f(now - window), '+inf')
-  if count >= limit then
-    local nth = redis.call('ZREVRANGE', KEYS[1], limit - 1, limit - 1, 'WITHSCORES')
-    wait = math.max(wait, tonumber(nth[2]) + window - now, 1)
-  end
+local function wait_in(log, limit, window)
+  local count = redis.call('ZCOUNT', log, '(' .. f(now - window), '+inf')
+  if count < limit then return 0 end
+  local nth = redis.call('ZREVRANGE', log, limit - 1, limit - 1, 'WITHSCORES')
+  return math.max(tonumber(nth[2]) + window - now, 1)
+end
+local longest = tonumber(ARGV[3])
+local wait = wait_in(KEYS[1], tonumber(ARGV[2]), longest)
+if ARGV[4] then
+  longest = math.max(longest, tonumber(ARGV[5]))
+  wait = math.max(wait, wait_in(KEYS[4], tonumber(ARGV[4]), tonumber(ARGV[5])))
 end
 if wait > 0 then
   return {wait, now, 0, paused, requests, per, at, burst}
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', f(now - longest))
-redis.call('ZADD', KEYS[1], f(now), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], f(math.ceil(longest / 1000) + 1000))
+for i = 1, 4, 3 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', f(now - longest))
+  redis.call('ZADD', KEYS[i], f(now), ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], f(math.ceil(longest / 1000) + 1000))
+end
 return {0, now, 0, paused, requests, per, at, burst}
 """
 
-# KEYS: the pause, the log, the 429s of the latest burst that met any ("burst_us count").
-# ARGV: the wait, the time to count starts from, the burst of this 429, how long to keep the
-# pause and the count past the wait (ms). Pushes pause-until out, never back, and counts this
-# 429 unless a later burst has met some. The pause outlives its wait by a window: its end is the
-# start of the next burst (the epoch of try_start), which the next 429 counts from.
+# KEYS: the pause, the accepted log, the 429s of the latest burst that met any ("burst_us
+# count"). ARGV: the wait, the time to count starts from, the burst of this 429, how long to
+# keep the pause and the count past the wait (ms), the refused attempt's start. Pushes
+# pause-until out, never back, takes one start at that time off the accepted log, and counts
+# this 429 unless a later burst has met some. The pause outlives its wait by a window: its end
+# is the start of the next burst (the epoch of try_start), which the next 429 counts from.
 # Returns {starts counted, the first of them (-1: none), 429s of the burst (0: too late)}.
 _PAUSE: Final = """
 local function f(x) return string.format('%.0f', x) end
@@ -147,6 +157,8 @@ if burst >= latest then
 else
   refused = 0
 end
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], ARGV[5], 'LIMIT', 0, 1)
+if gone[1] then redis.call('ZREM', KEYS[2], gone[1]) end
 local count = redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf')
 local first = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 return {count, first[2] or -1, refused}
@@ -261,25 +273,31 @@ class _RedisStore:
     def shared(self) -> bool:
         return not self._degraded
 
-    def _keys(self, operation: str) -> tuple[str, str, str, str]:
+    def _keys(self, operation: str) -> tuple[str, str, str, str, str]:
         prefix = f"{KEY_PREFIX}:{{{self._name}}}:{operation}"
-        return f"{prefix}:log", f"{prefix}:pause", f"{prefix}:learned", f"{prefix}:refused"
+        return (
+            f"{prefix}:log",
+            f"{prefix}:pause",
+            f"{prefix}:learned",
+            f"{prefix}:accepted",
+            f"{prefix}:refused",
+        )
 
     def _use_fallback(self) -> bool:
         return self._fallback is not None and time.monotonic() < self._fallback_until
 
-    async def try_start(self, operation: str, windows: Sequence[tuple[int, float]]) -> Admission:
+    async def try_start(self, operation: str, limit: Window, learned: Window | None) -> Admission:
         if self._use_fallback():
             assert self._fallback is not None
-            return await self._fallback.try_start(operation, windows)
-        args: list[str | int] = [secrets.token_hex(8)]
-        for requests, window in windows:
-            args += [requests, _micros(window)]
+            return await self._fallback.try_start(operation, limit, learned)
+        args: list[str | int] = [secrets.token_hex(8), limit[0], _micros(limit[1])]
+        if learned is not None:
+            args += [learned[0], _micros(learned[1])]
         try:
-            answer = await self._try_start(keys=self._keys(operation)[:3], args=args)
+            answer = await self._try_start(keys=self._keys(operation)[:4], args=args)
         except (RedisError, OSError) as exc:
             fallback = self._unavailable(exc)
-            return await fallback.try_start(operation, windows)
+            return await fallback.try_start(operation, limit, learned)
         if self._degraded:
             self._degraded = False
             logger.info(
@@ -287,13 +305,13 @@ class _RedisStore:
                 self.address,
                 self._name,
             )
-        wait, now, paused, pause_until, *learned = (int(value) for value in answer)
+        wait, now, paused, pause_until, *lesson = (int(value) for value in answer)
         return Admission(
             _seconds(wait),
             _seconds(now),
             bool(paused),
             _time_or_none(pause_until),
-            _learned(*learned),
+            _learned(*lesson),
         )
 
     def _unavailable(self, error: Exception) -> MemoryStore:
@@ -320,20 +338,23 @@ class _RedisStore:
         return self._fallback
 
     async def pause(
-        self, operation: str, seconds: float, *, since: float, burst: float
+        self, operation: str, seconds: float, *, since: float, burst: float, start: float
     ) -> PauseOutcome:
         if self._use_fallback():
             assert self._fallback is not None
-            return await self._fallback.pause(operation, seconds, since=since, burst=burst)
-        log_key, pause_key, _, refused_key = self._keys(operation)
+            return await self._fallback.pause(
+                operation, seconds, since=since, burst=burst, start=start
+            )
+        _, pause_key, _, accepted_key, refused_key = self._keys(operation)
         try:
             count, first, refused = await self._pause(
-                keys=[pause_key, log_key, refused_key],
+                keys=[pause_key, accepted_key, refused_key],
                 args=[
                     _micros(seconds),
                     _micros(since) if since > -math.inf else "-inf",
                     _micros_or_none(burst),
                     self._keep_pause_ms,
+                    _micros(start),
                 ],
             )
         except (RedisError, OSError) as exc:
