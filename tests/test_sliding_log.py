@@ -144,6 +144,26 @@ async def test_a_first_attempt_refused_again_holds_the_rest_for_its_pause() -> N
     assert waiting[1].result().started_at == 5.0
 
 
+async def test_once_a_learned_window_proves_right_its_windows_go_as_bursts_again() -> None:
+    limiter, clock = limiter_on(RateLimit(100, per=100.0))
+    await start(limiter)
+    await start(limiter)
+    await start(limiter, 429, wait=10.0)  # learns 2 per 10 s
+    await clock.advance(10.0)
+    waiting = [asyncio.ensure_future(limiter.acquire(OPERATION)) for _ in range(2)]
+    await clock.advance(0.06)  # room in the learned window: its first test goes alone
+    assert [task.done() for task in waiting] == [True, False]
+    for task in waiting:
+        permit = await task
+        permit.record(200)
+        await limiter.release(OPERATION, permit)  # accepted: the window proved right
+
+    later = [asyncio.ensure_future(limiter.acquire(OPERATION)) for _ in range(2)]
+    await clock.advance(safe_window(10.0) + 0.01)
+
+    assert all(task.done() for task in later)  # a burst, no first alone
+
+
 async def test_without_a_429_a_wait_for_the_window_lets_a_burst_go_at_once() -> None:
     limiter, clock = limiter_on(RateLimit(2, per=10.0))
     await start(limiter)

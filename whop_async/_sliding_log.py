@@ -9,11 +9,13 @@ learned, and answers atomically.
   seconds (plus a small margin, ``safe_window``). Bursts up to the limit go at once.
 * **A 429 pauses everyone** sending that operation through the store, for the wait Whop asked
   for, not only the call that met it.
-* **After a wait, one goes first.** Once the limiter has seen the server limit (a pause after
-  a 429, or a learned budget in force), the first attempt it lets go after a wait goes alone:
-  the others follow once it is answered. A window that was not what the limiter thought costs
-  one 429, not as many as are let go in the time a 429 takes to come back (4 to 16 at
-  concurrency 16 in ``benchmarks/rate_limits.py`` (b)); a right one costs one round trip.
+* **After a wait, one goes first.** The first attempt let go after a pause, or after a wait
+  for room in a learned window that has not yet proved right, goes alone: the others follow
+  once it is answered. A window that was not what the limiter thought costs one 429, not as
+  many as are let go in the time a 429 takes to come back (4 to 16 at concurrency 16 in
+  ``benchmarks/rate_limits.py`` (b)); a right one costs one round trip. Once the first after a
+  learned window's wait is accepted, that lesson is trusted and its windows go as bursts again
+  (otherwise starts spread over a window would go one at a time, one round trip each).
 * **Two logs.** The configured limit counts every start, refused or not: it is the most you
   let the client send. A learned budget stands for what the server accepts, and counts only the
   starts it did not refuse (Whop does not say whether a refused request counts; its emulator's
@@ -240,13 +242,26 @@ def _wait_in(log: deque[float], window: Window, now: float) -> float:
 class _Operation:
     """This process's view of one operation: its queue, and the budget last seen learned."""
 
-    __slots__ = ("first", "first_answered", "learned", "lock", "seen_at", "wait_kind")
+    __slots__ = (
+        "first",
+        "first_answered",
+        "first_tests",
+        "learned",
+        "lock",
+        "seen_at",
+        "trusted",
+        "wait_kind",
+    )
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.first: Permit | None = None
         """The attempt let go alone after a wait, until it is answered."""
         self.first_answered: asyncio.Future[None] | None = None
+        self.first_tests: Learned | None = None
+        """The lesson whose window the first was let go by, if it was (not by a pause)."""
+        self.trusted: Learned | None = None
+        """The lesson whose window a first proved right: its waits need no first."""
         self.learned: Learned | None = None
         self.seen_at = 0.0
         self.wait_kind: WaitKind = "local"
@@ -303,15 +318,14 @@ class SlidingLogLimiter(RateLimiter):
             if answered is not None and not answered.done():
                 await asyncio.wait([answered], timeout=FIRST_ANSWER_TIMEOUT)
             longest = 0.0
-            limited = False  # the server limits: a pause was met, or a budget was learned
+            paused = False
             while True:
                 learned = self._learned_window(state)
-                limited = limited or learned is not None
                 admission = await self._store.try_start(operation, self._configured, learned)
                 state.learned, state.seen_at = admission.learned, admission.now
                 if admission.wait <= 0:
                     break
-                limited = limited or admission.paused
+                paused = paused or admission.paused
                 sleep = max(admission.wait, MIN_SLEEP)
                 if sleep >= longest:
                     longest = sleep
@@ -321,8 +335,12 @@ class SlidingLogLimiter(RateLimiter):
                 await self._clock.sleep(sleep)
         permit = Permit(admission.now)
         permit.epoch = admission.epoch
-        if longest and limited:  # the first after a wait goes alone
-            state.first, state.first_answered = permit, asyncio.get_running_loop().create_future()
+        if longest:
+            untried = learned is not None and state.learned != state.trusted
+            if paused or untried:  # the first after such a wait goes alone
+                state.first = permit
+                state.first_answered = asyncio.get_running_loop().create_future()
+                state.first_tests = None if paused else state.learned
         if longest or queued:  # asleep itself, or queued behind one who was: the same wait
             permit.waited, permit.wait_kind = self._clock.now() - entered, state.wait_kind
         return permit
@@ -332,6 +350,8 @@ class SlidingLogLimiter(RateLimiter):
         if state.first is not permit:
             await self._learn_from(operation, permit)
             return
+        if permit.status is not None and permit.status != 429 and state.first_tests is not None:
+            state.trusted = state.first_tests  # its window proved right
         try:  # the pause, if any, is in force before the others go
             await self._learn_from(operation, permit)
         finally:
