@@ -144,6 +144,28 @@ async def test_a_first_attempt_refused_again_holds_the_rest_for_its_pause() -> N
     assert waiting[1].result().started_at == 5.0
 
 
+async def test_a_first_attempt_cancelled_lets_the_rest_go() -> None:
+    limiter, clock = limiter_on(RateLimit(100, per=60.0))
+    await start(limiter, 429, wait=2.0)
+    entered = asyncio.Event()
+
+    async def first_attempt() -> None:
+        async with limiter.attempt(OPERATION):
+            entered.set()
+            await asyncio.Event().wait()  # a call cancelled before its answer
+
+    first = asyncio.ensure_future(first_attempt())
+    await clock.advance(0)
+    rest = asyncio.ensure_future(start(limiter))
+    await clock.advance(2.0)
+    await entered.wait()
+    assert not rest.done()
+    first.cancel()
+    await clock.advance(0)
+
+    assert (await rest).started_at == 2.0
+
+
 async def test_once_a_learned_window_proves_right_its_windows_go_as_bursts_again() -> None:
     limiter, clock = limiter_on(RateLimit(100, per=100.0))
     await start(limiter)
