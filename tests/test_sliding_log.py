@@ -35,6 +35,15 @@ async def start(limiter: LocalRateLimiter, status: int = 200, wait: float | None
     return permit
 
 
+async def taught_two_per_ten_seconds() -> tuple[LocalRateLimiter, FakeClock]:
+    """A limiter of 100 per 100 s that a 429 has taught 2 per 10 s, paused until 10 s."""
+    limiter, clock = limiter_on(RateLimit(100, per=100.0))
+    await start(limiter)
+    await start(limiter)
+    await start(limiter, 429, wait=10.0)
+    return limiter, clock
+
+
 async def test_a_burst_up_to_the_limit_goes_at_once_and_the_next_waits_a_window() -> None:
     limit = RateLimit(3, per=10.0)
     limiter, clock = limiter_on(limit)
@@ -167,10 +176,7 @@ async def test_a_first_attempt_cancelled_lets_the_rest_go() -> None:
 
 
 async def test_once_a_learned_window_proves_right_its_windows_go_as_bursts_again() -> None:
-    limiter, clock = limiter_on(RateLimit(100, per=100.0))
-    await start(limiter)
-    await start(limiter)
-    await start(limiter, 429, wait=10.0)  # learns 2 per 10 s
+    limiter, clock = await taught_two_per_ten_seconds()
     await clock.advance(10.0)
     waiting = [asyncio.ensure_future(limiter.acquire(OPERATION)) for _ in range(2)]
     await clock.advance(0.06)  # room in the learned window: its first test goes alone
@@ -198,10 +204,7 @@ async def test_without_a_429_a_wait_for_the_window_lets_a_burst_go_at_once() -> 
 
 async def test_a_refused_attempt_takes_no_room_from_a_learned_budget() -> None:
     # The server did not count the refused request: the learned budget does not either.
-    limiter, clock = limiter_on(RateLimit(100, per=100.0))
-    await start(limiter)
-    await start(limiter)
-    await start(limiter, 429, wait=10.0)  # learns 2 per 10 s
+    limiter, clock = await taught_two_per_ten_seconds()
     await clock.advance(20.0)
     await start(limiter)
     await start(limiter, 429, wait=None)  # refused: no evidence, a short pause
